@@ -1,0 +1,225 @@
+"""The contract every CI dialect follows: a :class:`HookRequest` in, a
+:class:`Delivery` out, or one of the errors below.
+
+A provider module is a pure function of the request and its configuration:
+no I/O, no database, no network. The HTTP resource turns the errors into JSON
+responses; anything a provider raises that is not a :class:`HookError` is a
+bug in the provider and is answered 400, never 5xx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from buildnotify.events import BuildEvent
+
+
+class HookError(Exception):
+    """A request we answer with ``code`` and ``{"error": message}``."""
+
+    code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(HookError):
+    code = 400
+
+
+class Unauthorized(HookError):
+    code = 401
+
+
+class UnsupportedMediaType(HookError):
+    code = 415
+
+
+class Ignored(Exception):
+    """A well-formed hook we do not store (unknown event, ping): answered 202
+    with ``{"ignored": reason}`` because some CI systems disable a hook that
+    keeps getting 4xx."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class HookRequest:
+    """What a provider sees of an HTTP request.
+
+    ``headers`` keys are lower-case. ``path`` is what follows
+    ``/hooks/<provider>/`` (Jenkins puts its token there), ``query`` holds the
+    decoded query arguments (first value of each).
+    """
+
+    body: bytes
+    headers: Mapping[str, str]
+    query: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    path: str = ""
+    received_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    @property
+    def content_type(self) -> str:
+        raw = self.headers.get("content-type", "")
+        return raw.split(";", 1)[0].strip().lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """The normalized result of one webhook: stored once per (provider, key)."""
+
+    provider: str
+    key: str
+    events: tuple[BuildEvent, ...]
+    source: str | None = None  # which configured token/secret authenticated it; never the secret
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderConfig:
+    """Secrets for one provider. ``secret`` is the shared HMAC secret or token;
+    ``tokens`` maps a source name (for logs) to its token, for providers that
+    authenticate per source (jenkins, generic). Empty means unauthenticated."""
+
+    secret: str | None = None
+    tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    replay_window: float = 300.0  # seconds, for timestamped signatures
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.secret or self.tokens)
+
+
+class Provider(Protocol):
+    name: str
+
+    def __call__(self, request: HookRequest, config: ProviderConfig) -> Delivery: ...
+
+
+# -- helpers shared by the dialects -------------------------------------------------
+
+
+def hmac_sha256_hex(secret: str | bytes, message: bytes) -> str:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def constant_time_equal(a: str | bytes | None, b: str | bytes | None) -> bool:
+    if a is None or b is None:
+        return False
+    a = a.encode() if isinstance(a, str) else a
+    b = b.encode() if isinstance(b, str) else b
+    return hmac.compare_digest(a, b)
+
+
+def match_token(presented: str | None, tokens: Mapping[str, str]) -> str | None:
+    """The source name whose token equals ``presented``, compared in constant
+    time against every configured token (so timing says nothing of which)."""
+    found = None
+    for name, token in tokens.items():
+        if constant_time_equal(presented, token) and found is None:
+            found = name
+    return found
+
+
+def content_hash(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def require_json(request: HookRequest) -> None:
+    """415 unless the body claims to be JSON (a missing Content-Type is let
+    through: several CI plugins send none)."""
+    ctype = request.content_type
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(f"expected application/json, got {ctype}")
+
+
+def load_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"malformed JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("malformed JSON: expected an object at the top level")
+    return data
+
+
+def field(data: Mapping[str, Any], dotted: str, kind: type | tuple[type, ...] = object) -> Any:
+    """``data["a"]["b"]`` for ``"a.b"``; a missing or mistyped field is a 400
+    that names it."""
+    value: Any = data
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or value.get(part) is None:
+            raise BadRequest(f"missing field: {dotted}")
+        value = value[part]
+    if not isinstance(value, kind):
+        raise BadRequest(f"field {dotted} has the wrong type")
+    return value
+
+
+def optional(data: Mapping[str, Any] | None, dotted: str) -> Any:
+    """Like :func:`field` but None when absent."""
+    value: Any = data
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 (with ``Z`` or an offset), GitLab's ``2016-08-12 15:23:28 UTC``
+    (and ``+0200``), or epoch seconds/milliseconds; always timezone-aware UTC.
+    Unparseable values are None rather than an error: a timestamp is never
+    worth rejecting a build result for."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if value > 1e11 else value
+        return datetime.fromtimestamp(seconds, timezone.utc)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.endswith(" UTC"):
+        text = text[:-4] + "+00:00"
+    elif text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    for candidate in (text, text.replace(" ", "T", 1)):
+        try:
+            parsed = datetime.fromisoformat(candidate)
+            break
+        except ValueError:
+            continue
+    else:
+        for fmt in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%z"):
+            try:
+                parsed = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+        else:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def first(values: Iterable[Any]) -> Any:
+    """The first value that is not None/empty."""
+    for value in values:
+        if value not in (None, ""):
+            return value
+    return None
