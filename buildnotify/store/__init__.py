@@ -1,0 +1,97 @@
+"""The event store: one writer thread with group commit, reads on a small
+thread pool, and listeners told of each committed event (the bus hangs here).
+
+Nothing here blocks the reactor thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from buildnotify.events import BuildEvent
+from buildnotify.ingest.base import Delivery
+from buildnotify.store import database, queries
+from buildnotify.store.record import Recorded, record_batch
+from buildnotify.store.writer import GroupCommitWriter
+
+__all__ = ["Recorded", "Store"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Sequence[BuildEvent]], None]
+
+
+class Store:
+    def __init__(self, engine: Engine, reactor: Any, readers: int = 2) -> None:
+        self.engine = engine
+        self._reactor = reactor
+        self._writer = GroupCommitWriter(engine, record_batch, reactor)
+        self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="buildnotify-reader")
+        self._listeners: list[Listener] = []
+
+    @classmethod
+    def open(cls, url: str, reactor: Any) -> Store:
+        """Create the engine and bring the schema to head (blocking: call at
+        start-up, before the hub listens)."""
+        engine = database.create(url)
+        database.upgrade(engine)
+        store = cls(engine, reactor)
+        store.start()
+        return store
+
+    def start(self) -> None:
+        self._writer.start()
+        self._readers.start()
+
+    def stop(self) -> Deferred[None]:
+        d = self._writer.stop()
+
+        def _done(_: object) -> None:
+            self._readers.stop()
+            self.engine.dispose()
+
+        d.addCallback(_done)
+        return d
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(events)`` on the reactor thread after each commit
+        that stored events; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def record(self, delivery: Delivery) -> Deferred[Recorded]:
+        """Fires once ``delivery`` is committed (or known already)."""
+        d = self._writer.submit(delivery)
+        d.addCallback(self._announce)
+        return d
+
+    def _announce(self, recorded: Recorded) -> Recorded:
+        if recorded.events:
+            for listener in list(self._listeners):
+                try:
+                    listener(recorded.events)
+                except Exception:  # a broken listener must not fail the webhook
+                    log.exception("event listener %r failed", listener)
+        return recorded
+
+    def history(self, project: str | None = None, limit: int = 50, after_id: int | None = None) -> Deferred:
+        return self._read(queries.history, project=project, limit=limit, after_id=after_id)
+
+    def _read(self, query: Callable[..., Any], **kwargs: Any) -> Deferred:
+        def run() -> Any:
+            with self.engine.connect() as conn:
+                return query(conn, **kwargs)
+
+        return deferToThreadPool(self._reactor, self._readers, run)
+
+    @property
+    def writer_stats(self) -> tuple[int, int]:
+        """(batches committed, deliveries committed): their ratio is the group size."""
+        return self._writer.batches, self._writer.items

@@ -1,0 +1,157 @@
+"""The hub's configuration: a TOML file, environment overrides for secrets,
+and a generated file with fresh secrets for the zero-setup start."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from buildnotify.ingest.base import ProviderConfig
+
+PROVIDERS = ("github", "gitlab", "jenkins", "buildkite", "circleci", "generic")
+#: providers authenticated by per-source tokens rather than one shared secret
+TOKEN_PROVIDERS = ("jenkins", "generic")
+
+DEFAULT_HTTP = "tcp:8786:interface=127.0.0.1"
+DEFAULT_PB = "tcp:8787:interface=127.0.0.1"
+DEFAULT_MAX_BODY = 25 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("buildnotify")) / "hub.toml"
+
+
+def default_database() -> str:
+    return str(Path(platformdirs.user_data_dir("buildnotify")) / "hub.db")
+
+
+@dataclasses.dataclass(frozen=True)
+class HubConfig:
+    http: str = DEFAULT_HTTP
+    pb: str = DEFAULT_PB
+    database: str = dataclasses.field(default_factory=default_database)
+    max_body: int = DEFAULT_MAX_BODY
+    providers: Mapping[str, ProviderConfig] = dataclasses.field(
+        default_factory=lambda: {name: ProviderConfig() for name in PROVIDERS}
+    )
+    path: Path | None = None
+
+    def replace(self, **changes: Any) -> HubConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load(path: Path, environ: Mapping[str, str] = os.environ) -> HubConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(data, environ, path)
+
+
+def parse(
+    data: Mapping[str, Any], environ: Mapping[str, str] = os.environ, path: Path | None = None
+) -> HubConfig:
+    where = str(path) if path else "config"
+    unknown = set(data) - {"hub", *PROVIDERS}
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; expected hub or {list(PROVIDERS)}")
+    hub = _table(data, "hub", where)
+    _only(hub, {"http", "pb", "database", "max_body"}, f"{where} [hub]")
+    max_body = hub.get("max_body", DEFAULT_MAX_BODY)
+    if not isinstance(max_body, int) or max_body <= 0:
+        raise ConfigError(f"{where} [hub]: max_body must be a positive number of bytes")
+    providers = {name: _provider(name, _table(data, name, where), environ, where) for name in PROVIDERS}
+    return HubConfig(
+        http=str(hub.get("http", DEFAULT_HTTP)),
+        pb=str(hub.get("pb", DEFAULT_PB)),
+        database=environ.get("BUILDNOTIFY_DATABASE") or str(hub.get("database") or default_database()),
+        max_body=max_body,
+        providers=providers,
+        path=path,
+    )
+
+
+def _provider(name: str, table: Mapping[str, Any], environ: Mapping[str, str], where: str) -> ProviderConfig:
+    env = f"BUILDNOTIFY_{name.upper()}"
+    if name in TOKEN_PROVIDERS:
+        _only(table, {"tokens"}, f"{where} [{name}]")
+        tokens = dict(table.get("tokens", {}))
+        if environ.get(f"{env}_TOKENS"):
+            tokens = _parse_token_list(environ[f"{env}_TOKENS"], f"{env}_TOKENS")
+        if not all(isinstance(v, str) and v for v in tokens.values()):
+            raise ConfigError(f"{where} [{name}.tokens]: each source needs a non-empty string token")
+        return ProviderConfig(tokens=tokens)
+    _only(table, {"secret", "replay_window"}, f"{where} [{name}]")
+    secret = environ.get(f"{env}_SECRET") or table.get("secret") or None
+    if secret is not None and not isinstance(secret, str):
+        raise ConfigError(f"{where} [{name}]: secret must be a string")
+    return ProviderConfig(secret=secret, replay_window=float(table.get("replay_window", 300)))
+
+
+def _parse_token_list(text: str, variable: str) -> dict[str, str]:
+    """``name=token,name2=token2`` (a bare token is named "default")."""
+    tokens = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, token = item.partition("=")
+        if not sep:
+            name, token = "default", item
+        if not token:
+            raise ConfigError(f"{variable}: source {name!r} has an empty token")
+        tokens[name.strip()] = token.strip()
+    return tokens
+
+
+def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(allowed)}")
+
+
+def generate(path: Path, database: str | None = None) -> HubConfig:
+    """Write a config with loopback listeners and a fresh secret for every
+    provider (readable by the owner only), and load it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# buildnotify hub configuration, generated by `buildnotify-cli serve`.",
+        "# Give each CI system the secret of its section; see docs/webhooks/.",
+        "",
+        "[hub]",
+        f'http = "{DEFAULT_HTTP}"',
+        f'pb = "{DEFAULT_PB}"',
+        f"database = {_toml_string(database or default_database())}",
+        f"max_body = {DEFAULT_MAX_BODY}",
+    ]
+    for name in PROVIDERS:
+        lines.append("")
+        if name in TOKEN_PROVIDERS:
+            lines += [f"[{name}.tokens]", f'default = "{secrets.token_urlsafe(24)}"']
+        else:
+            lines += [f"[{name}]", f'secret = "{secrets.token_urlsafe(24)}"']
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return load(path)
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,228 @@
+"""``POST /hooks/<provider>[/<path>]``: the twisted.web side of ingest.
+
+The request body is capped before it is read (413 at the first byte over the
+limit); the provider parses it; the store commits it; only then is the CI
+system answered 2xx. Every answer is JSON, and no bad input gets a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from io import BytesIO
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+from buildnotify.events import utcnow
+from buildnotify.ingest.base import Delivery, HookError, HookRequest, Ignored, Provider, ProviderConfig
+from buildnotify.store import Recorded
+
+log = logging.getLogger("buildnotify.ingest")
+
+Record = Callable[[Delivery], Deferred[Recorded]]
+
+
+def _json(request: server.Request, code: int, payload: Mapping[str, Any]) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(payload).encode() + b"\n"
+
+
+class HookResource(resource.Resource):
+    """One provider's endpoint; the rest of the path goes to the provider
+    (Jenkins carries its token there)."""
+
+    isLeaf = True
+
+    def __init__(self, name: str, parse: Provider, config: ProviderConfig, record: Record) -> None:
+        super().__init__()
+        self.name = name
+        self.parse = parse
+        self.config = config
+        self.record = record
+
+    def render(self, request: server.Request) -> bytes | int:
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return _json(request, 405, {"error": "webhooks are POSTed"})
+        return self.render_POST(request)
+
+    def render_POST(self, request: server.Request) -> bytes | int:
+        hook = HookRequest(
+            body=request.content.read(),
+            headers={
+                k.decode("latin-1").lower(): v[0].decode("latin-1")
+                for k, v in request.requestHeaders.getAllRawHeaders()
+            },
+            query={
+                k.decode("latin-1"): v[0].decode("utf-8", "replace") for k, v in request.args.items() if v
+            },
+            path="/".join(p.decode("utf-8", "replace") for p in request.postpath),
+            received_at=utcnow(),
+        )
+        try:
+            delivery = self.parse(hook, self.config)
+        except Ignored as e:
+            log.info("ignored %s: %s", self.name, e.reason)
+            return _json(request, 202, {"ignored": e.reason})
+        except HookError as e:
+            log.info("rejected %s: %d %s", self.name, e.code, e.message)
+            return _json(request, e.code, {"error": e.message})
+        except Exception:
+            log.exception("rejected %s: the %s parser failed on this payload", self.name, self.name)
+            return _json(request, 400, {"error": f"could not read this {self.name} payload"})
+
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: None)  # the CI system hung up; the event is stored anyway
+        d = self.record(delivery)
+        d.addCallbacks(self._stored, self._failed, callbackArgs=(request, delivery), errbackArgs=(request,))
+        return server.NOT_DONE_YET
+
+    def _stored(self, recorded: Recorded, request: server.Request, delivery: Delivery) -> None:
+        projects = sorted({e.project for e in delivery.events}) or ["-"]
+        statuses = ",".join(e.status.value for e in delivery.events) or "-"
+        if recorded.duplicate:
+            outcome = "duplicate"
+        elif recorded.stale and not recorded.events:
+            outcome = "stale"
+        else:
+            outcome = "stored"
+        log.info(
+            "accepted %s %s %s: %s (delivery %s%s)",
+            self.name,
+            ",".join(projects),
+            statuses,
+            outcome,
+            delivery.key,
+            f", source {delivery.source}" if delivery.source else "",
+        )
+        body = {
+            "stored": len(recorded.events),
+            "ids": [e.id for e in recorded.events],
+            "duplicate": recorded.duplicate,
+            "stale": recorded.stale,
+        }
+        self._finish(request, _json(request, 200, body))
+
+    def _failed(self, failure: Failure, request: server.Request) -> None:
+        log.error("store failed for %s: %s", self.name, failure.getErrorMessage(), exc_info=failure.value)
+        # Not the sender's fault and nothing was committed: 503 asks the CI to retry.
+        self._finish(request, _json(request, 503, {"error": "the event store is unavailable; retry later"}))
+
+    @staticmethod
+    def _finish(request: server.Request, body: bytes) -> None:
+        if not request._disconnected:
+            request.write(body)
+            request.finish()
+
+
+class HooksResource(resource.Resource):
+    """``/hooks/``: one child per provider."""
+
+    def __init__(
+        self, providers: Mapping[str, Provider], configs: Mapping[str, ProviderConfig], record: Record
+    ):
+        super().__init__()
+        self.hooks = {
+            name.encode(): HookResource(name, parse, configs.get(name, ProviderConfig()), record)
+            for name, parse in providers.items()
+        }
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        hook = self.hooks.get(path)
+        if hook is None:
+            known = ", ".join(sorted(h.decode() for h in self.hooks))
+            return _JSONError(
+                404, f"no such provider {path.decode('utf-8', 'replace')!r}; try one of {known}"
+            )
+        return hook
+
+    def render(self, request: server.Request) -> bytes:
+        return _json(request, 200, {"providers": sorted(h.decode() for h in self.hooks)})
+
+
+class _JSONError(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__()
+        self.code, self.message = code, message
+
+    def render(self, request: server.Request) -> bytes:
+        return _json(request, self.code, {"error": self.message})
+
+
+class Root(resource.Resource):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        return _JSONError(404, "not found; webhooks go to /hooks/<provider>")
+
+    def render(self, request: server.Request) -> bytes:
+        return _json(request, 200, {"service": "buildnotify", "hooks": "/hooks/"})
+
+
+class LimitedRequest(server.Request):
+    """A request whose body may not exceed ``site.max_body`` bytes: past it
+    the client gets 413 and the connection is closed, nothing more is read."""
+
+    _too_large = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.channel.site.max_body:
+            self._reject(length)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._too_large:
+            return
+        self._received += len(data)
+        if self._received > self.channel.site.max_body:
+            self._reject(None)
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._too_large:
+            return
+        super().requestReceived(command, path, version)
+
+    def _reject(self, length: int | None) -> None:
+        self._too_large = True
+        self.content = BytesIO()
+        limit = self.channel.site.max_body
+        size = f"{length} bytes" if length is not None else "more bytes"
+        log.info("rejected: 413 body of %s over the %d-byte limit", size, limit)
+        body = json.dumps({"error": f"request body over the {limit}-byte limit"}).encode() + b"\n"
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
+
+
+class HubSite(server.Site):
+    requestFactory = LimitedRequest
+
+    def __init__(self, root: resource.Resource, max_body: int) -> None:
+        super().__init__(root)
+        self.max_body = max_body
+
+    def log(self, request: server.Request) -> None:
+        """No access log: ingest logs one line per delivery itself."""
+
+
+def make_site(
+    providers: Mapping[str, Provider], configs: Mapping[str, ProviderConfig], record: Record, max_body: int
+) -> HubSite:
+    root = Root()
+    root.putChild(b"hooks", HooksResource(providers, configs, record))
+    return HubSite(root, max_body)

@@ -1,0 +1,73 @@
+"""Engines and migrations: SQLite (durable, WAL) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+
+def normalize_url(url_or_path: str) -> str:
+    """Accept a SQLAlchemy URL or a plain file path (``--db hub.db``); plain
+    ``postgresql://`` URLs get the psycopg 3 driver we install."""
+    if "://" not in url_or_path:
+        return "sqlite:///" + str(Path(url_or_path).expanduser().resolve())
+    url = make_url(url_or_path)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def display_url(url_or_path: str) -> str:
+    """The database's address without its password, for logs and messages."""
+    if "://" not in url_or_path:
+        return url_or_path
+    return make_url(url_or_path).render_as_string(hide_password=True)
+
+
+def create(url_or_path: str, **kwargs: object) -> Engine:
+    url = make_url(normalize_url(url_or_path))
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets readers run beside the writer; synchronous=FULL makes each
+    # commit durable across power loss, not just across a process crash.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("buildnotify.migrations")))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision``; a no-op when it is there already."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -1,0 +1,25 @@
+"""Read queries, as plain functions of a connection: the hub runs them on a
+thread pool, the CLI calls them directly."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select
+
+from buildnotify.events import BuildEvent
+from buildnotify.store.record import event_from_row
+from buildnotify.store.schema import events
+
+
+def history(
+    conn: Connection, project: str | None = None, limit: int = 50, after_id: int | None = None
+) -> list[BuildEvent]:
+    """Events newest first, or (with ``after_id``) oldest first from there:
+    the form a resuming client wants."""
+    query = select(events)
+    if project is not None:
+        query = query.where(events.c.project == project)
+    if after_id is not None:
+        query = query.where(events.c.id > after_id).order_by(events.c.id)
+    else:
+        query = query.order_by(events.c.id.desc())
+    return [event_from_row(row._mapping) for row in conn.execute(query.limit(limit))]

@@ -1,0 +1,143 @@
+"""Tables, as SQLAlchemy Core metadata. Alembic migrations (``migrations/``)
+create them; a test checks the two agree."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend
+    (SQLite has no time zones; storing naive UTC keeps ordering right)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BigInteger ids, but SQLite only autoincrements INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("private", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: Every accepted update of a build, in commit order; ``id`` is the monotonic
+#: event id clients resume from.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("provider", String(32), nullable=False),
+    Column("project", String(255), nullable=False),
+    Column("pipeline", String(255), nullable=False),
+    Column("branch", String(255)),
+    Column("sha", String(64)),
+    Column("author_name", String(255)),
+    Column("author_email", String(255)),
+    Column("author_login", String(255)),
+    Column("build_id", String(255), nullable=False),
+    Column("build_number", BigInteger),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("status", String(16), nullable=False),
+    Column("transition", String(16)),
+    Column("url", Text),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("delivery_key", String(255), nullable=False),
+    Index("ix_events_project_id", "project", "id"),
+)
+
+#: One row per webhook delivery ever accepted: the dedupe record.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("source", String(255)),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    UniqueConstraint("provider", "key", name="uq_deliveries_provider_key"),
+)
+
+#: The newest known state of each build run, so that an older update never
+#: overwrites a newer one and transitions compare against the right build.
+builds = Table(
+    "builds",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("project", String(255), nullable=False),
+    Column("pipeline", String(255), nullable=False),
+    Column("build_id", String(255), nullable=False),
+    Column("branch", String(255)),
+    Column("seq", BigInteger, nullable=False),  # orders runs of one branch
+    Column("attempt", Integer, nullable=False),
+    Column("phase", Integer, nullable=False),  # 0 queued, 1 running, 2 finished
+    Column("status", String(16), nullable=False),
+    Column("result", String(16)),  # newest red/green outcome, for transitions
+    Column("event_id", BigInteger),
+    UniqueConstraint("provider", "project", "pipeline", "build_id", name="uq_builds_run"),
+    Index("ix_builds_branch_seq", "project", "pipeline", "branch", "seq"),
+)
+
+developers = Table(
+    "developers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("token_hash", String(255)),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: How a commit author is recognised as a developer: lower-cased email or login.
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("developer_id", Id, ForeignKey("developers.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("value", String(255), nullable=False),
+    UniqueConstraint("kind", "value", name="uq_identities_kind_value"),
+)

@@ -1,0 +1,148 @@
+"""Test support: real databases (SQLite files, PostgreSQL schemas) and a real
+hub on loopback.
+
+Suites that must hold on every backend are written once as a mixin and
+instantiated per backend with :func:`per_backend`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import treq
+from sqlalchemy import text
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial import unittest
+from twisted.web.client import HTTPConnectionPool
+
+from buildnotify.config import PROVIDERS, HubConfig
+from buildnotify.events import BuildEvent
+from buildnotify.ingest.base import ProviderConfig
+from buildnotify.store import database
+
+POSTGRES_URL = os.environ.get(
+    "BUILDNOTIFY_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ("sqlite", "postgresql")
+
+
+def _postgres_problem() -> str | None:
+    try:
+        engine = database.create(POSTGRES_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as e:  # any failure to reach it is a reason to skip
+        return f"PostgreSQL not reachable at {database.display_url(POSTGRES_URL)}: {type(e).__name__}: {e}"
+    return None
+
+
+_problem: list[str | None] = []
+
+
+def postgres_problem() -> str | None:
+    if not _problem:
+        _problem.append(_postgres_problem())
+    return _problem[0]
+
+
+def database_url(testcase: unittest.TestCase, backend: str) -> str:
+    """A fresh, empty database for one test, dropped afterwards.
+
+    PostgreSQL tests skip with the reason when no server answers, except
+    under CI (``CI=true``), where that is a failure.
+    """
+    if backend == "sqlite":
+        return os.path.join(testcase.mktemp(), "hub.db")
+    problem = postgres_problem()
+    if problem:
+        if os.environ.get("CI") == "true":
+            testcase.fail(f"{problem} (CI=true: PostgreSQL tests may not skip)")
+        raise unittest.SkipTest(problem)
+    schema = "bn_test_" + secrets.token_hex(6)
+    admin = database.create(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"create schema {schema}"))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f"drop schema {schema} cascade"))
+        admin.dispose()
+
+    testcase.addCleanup(drop)
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+
+
+def per_backend(mixin: type, namespace: dict[str, Any]) -> None:
+    """Define ``<Mixin>SQLite`` and ``<Mixin>PostgreSQL`` test cases in ``namespace``."""
+    base = mixin.__name__.removesuffix("Tests")
+    for backend, label in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
+        name = f"Test{base}{label}"
+        namespace[name] = type(
+            name, (mixin, unittest.TestCase), {"backend": backend, "__module__": mixin.__module__}
+        )
+
+
+def provider_configs(**overrides: ProviderConfig) -> dict[str, ProviderConfig]:
+    configs = {name: ProviderConfig() for name in PROVIDERS}
+    configs.update(overrides)
+    return configs
+
+
+class RunningHub:
+    """A hub listening on a loopback port, with a client to post to it."""
+
+    def __init__(self, hub: Any, pool: HTTPConnectionPool) -> None:
+        self.hub = hub
+        self.pool = pool
+
+    @classmethod
+    async def start(
+        cls,
+        testcase: unittest.TestCase,
+        backend: str = "sqlite",
+        providers: Mapping[str, ProviderConfig] | None = None,
+        max_body: int = 25 * 1024 * 1024,
+    ) -> RunningHub:
+        from buildnotify.server import Hub  # imports every provider
+
+        config = HubConfig(
+            http="tcp:0:interface=127.0.0.1",
+            database=database_url(testcase, backend),
+            max_body=max_body,
+            providers=providers or provider_configs(),
+        )
+        hub = await Hub.start(config, reactor)
+        testcase.addCleanup(lambda: Deferred.fromCoroutine(hub.stop()))
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        testcase.addCleanup(pool.closeCachedConnections)
+        return cls(hub, pool)
+
+    @property
+    def url(self) -> str:
+        return self.hub.http_url
+
+    async def post(
+        self,
+        provider: str,
+        body: bytes | Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        path: str = "",
+    ) -> tuple[int, dict[str, Any]]:
+        """POST to ``/hooks/<provider>[/path]``; a dict body is sent as JSON."""
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        url = f"{self.url}/hooks/{provider}" + (f"/{path}" if path else "")
+        response = await treq.post(url, data=body, headers=dict(headers or {}), pool=self.pool)
+        return response.code, json.loads(await response.content())
+
+    async def events(self, project: str | None = None) -> list[BuildEvent]:
+        """Everything stored, oldest first."""
+        return await self.hub.store.history(project=project, limit=100_000, after_id=0)

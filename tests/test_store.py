@@ -1,0 +1,256 @@
+"""The store, on SQLite and PostgreSQL: dedupe, ordering, transitions, group
+commit, and that migrations build exactly the schema the code uses."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+
+from buildnotify.events import Author, BuildEvent, Status, Transition
+from buildnotify.ingest.base import Delivery
+from buildnotify.store import Store, database
+from buildnotify.store.schema import metadata
+from tests.support import database_url, per_backend
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def build(
+    number: int, status: Status, *, branch: str = "main", attempt: int = 1, **extra: object
+) -> BuildEvent:
+    return BuildEvent(
+        provider="generic",
+        project=str(extra.pop("project", "acme/widget")),
+        pipeline=str(extra.pop("pipeline", "ci")),
+        build_id=str(extra.pop("build_id", number)),
+        build_number=number,
+        attempt=attempt,
+        status=status,
+        branch=branch,
+        received_at=T0 + timedelta(minutes=number),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+_keys = iter(range(1_000_000))
+
+
+def delivery(*events: BuildEvent, key: str | None = None) -> Delivery:
+    return Delivery(provider="generic", key=key or f"k{next(_keys)}", events=events)
+
+
+class StoreTests:
+    backend = "sqlite"
+
+    def setUp(self) -> None:
+        self.url = database_url(self, self.backend)
+        self.store = Store.open(self.url, reactor)
+        self.addCleanup(self.store.stop)
+
+    async def record(self, *events: BuildEvent, key: str | None = None):
+        return await self.store.record(delivery(*events, key=key))
+
+    async def transitions(self, *events: BuildEvent) -> list[str | None]:
+        out = []
+        for event in events:
+            recorded = await self.record(event)
+            out.append(recorded.events[0].transition.value if recorded.events[0].transition else None)
+        return out
+
+    async def test_stored_fields_round_trip(self) -> None:
+        event = build(
+            7,
+            Status.FAILURE,
+            sha="0123456789abcdef0123456789abcdef01234567",
+            author=Author("Ada Lovelace", "ada@example.com", "ada"),
+            url="https://ci.example.com/acme/widget/7",
+            started_at=T0,
+            finished_at=T0 + timedelta(minutes=3),
+        )
+        recorded = await self.record(event, key="delivery-7")
+        self.assertFalse(recorded.duplicate)
+        [stored] = await self.store.history(after_id=0)
+        self.assertEqual(stored, recorded.events[0])
+        self.assertEqual(stored.id, recorded.events[0].id)
+        self.assertEqual(stored.author, Author("Ada Lovelace", "ada@example.com", "ada"))
+        self.assertEqual(stored.finished_at, T0 + timedelta(minutes=3))
+        self.assertEqual(stored.finished_at.tzinfo, timezone.utc)
+        self.assertEqual(stored.delivery_key, "delivery-7")
+        self.assertEqual(stored.transition, Transition.FAILED)
+        self.assertEqual(stored.replace(id=None, transition=None, delivery_key=None), event)
+
+    async def test_ids_are_monotonic(self) -> None:
+        ids = []
+        for n in range(5):
+            ids += [e.id for e in (await self.record(build(n, Status.SUCCESS))).events]
+        self.assertEqual(ids, sorted(ids))
+        self.assertEqual(len(set(ids)), 5)
+
+    async def test_redelivery_is_stored_once(self) -> None:
+        first = await self.record(build(1, Status.FAILURE), key="same")
+        again = await self.record(build(1, Status.FAILURE), key="same")
+        self.assertEqual(len(first.events), 1)
+        self.assertTrue(again.duplicate)
+        self.assertEqual(again.events, ())
+        self.assertEqual(len(await self.store.history(after_id=0)), 1)
+
+    async def test_redeliveries_in_one_group_are_stored_once(self) -> None:
+        same = [self.store.record(delivery(build(1, Status.FAILURE), key="burst")) for _ in range(5)]
+        results = await gatherResults(same)
+        self.assertEqual(sorted(r.duplicate for r in results), [False, True, True, True, True])
+        self.assertEqual(len(await self.store.history(after_id=0)), 1)
+
+    async def test_transitions_follow_the_branch(self) -> None:
+        got = await self.transitions(
+            build(1, Status.SUCCESS),
+            build(2, Status.FAILURE),
+            build(3, Status.ERROR),
+            build(4, Status.SUCCESS),
+            build(5, Status.SUCCESS),
+            build(6, Status.RUNNING),
+            build(7, Status.QUEUED),
+        )
+        self.assertEqual(got, ["passed", "failed", "still_failing", "fixed", "passed", "started", None])
+
+    async def test_first_red_build_is_failed(self) -> None:
+        self.assertEqual(await self.transitions(build(1, Status.FAILURE)), ["failed"])
+
+    async def test_cancelled_and_skipped_builds_do_not_count(self) -> None:
+        got = await self.transitions(
+            build(1, Status.FAILURE),
+            build(2, Status.CANCELLED),
+            build(3, Status.SKIPPED),
+            build(4, Status.SUCCESS),
+        )
+        self.assertEqual(got, ["failed", None, None, "fixed"])
+
+    async def test_branches_and_pipelines_are_separate(self) -> None:
+        got = await self.transitions(
+            build(1, Status.FAILURE, branch="main"),
+            build(2, Status.SUCCESS, branch="feature"),
+            build(3, Status.SUCCESS, branch="main", pipeline="lint"),
+            build(4, Status.SUCCESS, branch="main"),
+        )
+        self.assertEqual(got, ["failed", "passed", "passed", "fixed"])
+
+    async def test_an_older_update_of_a_run_never_overwrites_a_newer_one(self) -> None:
+        finished = await self.record(build(1, Status.FAILURE))
+        late_running = await self.record(build(1, Status.RUNNING))
+        late_queued = await self.record(build(1, Status.QUEUED))
+        repeated = await self.record(build(1, Status.SUCCESS))  # same attempt, finished twice
+        self.assertEqual(len(finished.events), 1)
+        for late in (late_running, late_queued, repeated):
+            self.assertFalse(late.duplicate)
+            self.assertEqual((late.events, late.stale), ((), 1))
+        # The run still counts as failed: the next green build is a fix.
+        self.assertEqual(await self.transitions(build(2, Status.SUCCESS)), ["fixed"])
+
+    async def test_a_late_older_build_is_classified_against_its_own_predecessor(self) -> None:
+        got = await self.transitions(
+            build(10, Status.SUCCESS),
+            build(12, Status.FAILURE),
+            build(11, Status.FAILURE),  # arrives late: compared with #10, not #12
+            build(13, Status.FAILURE),  # compared with #12, the newest before it
+        )
+        self.assertEqual(got, ["passed", "failed", "failed", "still_failing"])
+
+    async def test_a_rerun_compares_against_its_own_last_attempt(self) -> None:
+        got = await self.transitions(
+            build(1, Status.SUCCESS),
+            build(2, Status.FAILURE),
+            build(2, Status.RUNNING, attempt=2),
+            build(2, Status.SUCCESS, attempt=2),
+        )
+        self.assertEqual(got, ["passed", "failed", "started", "fixed"])
+
+    async def test_transitions_within_one_group_commit(self) -> None:
+        pending = [
+            self.store.record(delivery(build(n, s)))
+            for n, s in enumerate([Status.SUCCESS, Status.FAILURE, Status.FAILURE, Status.SUCCESS])
+        ]
+        results = await gatherResults(pending)
+        self.assertEqual(
+            [r.events[0].transition for r in results],
+            [Transition.PASSED, Transition.FAILED, Transition.STILL_FAILING, Transition.FIXED],
+        )
+
+    async def test_group_commit_shares_transactions_under_load(self) -> None:
+        results = await gatherResults(
+            [self.store.record(delivery(build(n, Status.SUCCESS, build_id=f"b{n}"))) for n in range(300)]
+        )
+        self.assertEqual(sum(len(r.events) for r in results), 300)
+        batches, items = self.store.writer_stats
+        self.assertEqual(items, 300)
+        self.assertLess(batches, 300)  # several deliveries per commit
+
+    async def test_one_bad_delivery_fails_alone(self) -> None:
+        naive = build(2, Status.FAILURE).replace(started_at=datetime(2026, 1, 1))  # no time zone: rejected
+        pending = [
+            self.store.record(delivery(build(1, Status.SUCCESS))),
+            self.store.record(delivery(naive)),
+            self.store.record(delivery(build(3, Status.FAILURE))),
+        ]
+        outcomes = []
+        for d in pending:
+            try:
+                outcomes.append(len((await d).events))
+            except Exception as e:
+                outcomes.append(type(e).__name__)
+        self.assertEqual(outcomes[0], 1)
+        self.assertIsInstance(outcomes[1], str)
+        self.assertEqual(outcomes[2], 1)
+        self.assertEqual([e.build_number for e in await self.store.history(after_id=0)], [1, 3])
+
+    async def test_listeners_hear_committed_events_only(self) -> None:
+        heard: list[BuildEvent] = []
+        self.store.subscribe(heard.extend)
+
+        def broken(_events: object) -> None:
+            raise RuntimeError("listener bug")
+
+        self.store.subscribe(broken)
+        recorded = await self.record(build(1, Status.FAILURE), key="once")
+        await self.record(build(1, Status.FAILURE), key="once")
+        self.assertEqual(heard, list(recorded.events))
+        self.flushLoggedErrors(RuntimeError)
+        [stored] = await self.store.history(after_id=0)
+        self.assertEqual(stored.id, heard[0].id)
+
+    async def test_history_filters_and_orders(self) -> None:
+        await self.record(build(1, Status.SUCCESS, project="acme/widget"))
+        await self.record(build(2, Status.FAILURE, project="acme/gadget"))
+        await self.record(build(3, Status.FAILURE, project="acme/widget"))
+        newest = await self.store.history(project="acme/widget")
+        self.assertEqual([e.build_number for e in newest], [3, 1])
+        after = await self.store.history(after_id=newest[-1].id)
+        self.assertEqual([e.build_number for e in after], [2, 3])
+
+    def test_migrations_match_the_schema(self) -> None:
+        with self.store.engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        self.assertEqual(diffs, [])
+
+    def test_upgrade_is_idempotent(self) -> None:
+        before = database.current_revision(self.store.engine)
+        database.upgrade(self.store.engine)
+        self.assertEqual(database.current_revision(self.store.engine), before)
+        self.assertIsNotNone(before)
+
+
+per_backend(StoreTests, globals())
+
+
+def test_sqlite_commits_are_durable(tmp_path) -> None:
+    """WAL for concurrent readers; synchronous=FULL so a commit survives power loss."""
+    engine = database.create(str(tmp_path / "hub.db"))
+    with engine.connect() as conn:
+        self_mode = conn.execute(text("pragma journal_mode")).scalar()
+        sync = conn.execute(text("pragma synchronous")).scalar()
+    engine.dispose()
+    assert self_mode == "wal"
+    assert sync == 2  # FULL
