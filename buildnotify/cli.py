@@ -18,7 +18,7 @@ EXIT_USAGE = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
+    if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USAGE
     try:
@@ -128,6 +128,10 @@ def _history(args: argparse.Namespace) -> int:
     from buildnotify.store import database, queries
 
     config = _resolve(args)
+    file = database.sqlite_file(config.database)
+    if file is not None and not file.exists():
+        print(f"buildnotify-cli: no hub database at {file} yet", file=sys.stderr)
+        return 1
     engine = database.create(config.database)
     if database.current_revision(engine) is None:
         print(

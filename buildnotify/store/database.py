@@ -32,6 +32,14 @@ def display_url(url_or_path: str) -> str:
     return make_url(url_or_path).render_as_string(hide_password=True)
 
 
+def sqlite_file(url_or_path: str) -> Path | None:
+    """The file behind a SQLite URL (None for other databases and :memory:)."""
+    url = make_url(normalize_url(url_or_path))
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
 def create(url_or_path: str, **kwargs: object) -> Engine:
     url = make_url(normalize_url(url_or_path))
     if url.get_backend_name() == "sqlite":
