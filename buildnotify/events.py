@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 log = logging.getLogger(__name__)
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
@@ -43,7 +43,7 @@ class Status(str, enum.Enum):
 FALLBACK_STATUS = Status.ERROR
 
 
-class Transition(str, enum.Enum):
+class Transition(enum.StrEnum):
     STARTED = "started"
     FAILED = "failed"
     STILL_FAILING = "still_failing"

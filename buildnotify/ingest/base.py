@@ -156,16 +156,20 @@ def load_json(body: bytes) -> dict[str, Any]:
 
 
 def field(data: Mapping[str, Any], dotted: str, kind: type | tuple[type, ...] = object) -> Any:
-    """``data["a"]["b"]`` for ``"a.b"``; a missing or mistyped field is a 400
-    that names it."""
+    """``data["a"]["b"]`` for ``"a.b"``; a missing, empty or mistyped field is
+    a 400 that names it (a bool is not a number here)."""
     value: Any = data
     for part in dotted.split("."):
-        if not isinstance(value, Mapping) or value.get(part) is None:
+        if not isinstance(value, Mapping) or value.get(part) in (None, ""):
             raise BadRequest(f"missing field: {dotted}")
         value = value[part]
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
         raise BadRequest(f"field {dotted} has the wrong type")
     return value
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def optional(data: Mapping[str, Any] | None, dotted: str) -> Any:
