@@ -192,6 +192,8 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
+        if value <= 0:
+            return None  # Jenkins and others send 0 for "not yet"
         seconds = value / 1000 if value > 1e11 else value
         return datetime.fromtimestamp(seconds, timezone.utc)
     if not isinstance(value, str):

@@ -1,0 +1,181 @@
+"""GitLab webhooks: pipeline events and job events.
+
+GitLab sends the webhook's secret token verbatim in ``X-Gitlab-Token`` (no
+signature exists), names the event in ``X-Gitlab-Event`` and, since 17.4, sends
+an ``Idempotency-Key`` that stays the same when a delivery is retried.
+Documented in ``docs/webhooks/gitlab.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from buildnotify.events import Author, BuildEvent, Status, map_status
+from buildnotify.ingest.base import (
+    Delivery,
+    HookRequest,
+    Ignored,
+    ProviderConfig,
+    Unauthorized,
+    constant_time_equal,
+    content_hash,
+    field,
+    first,
+    load_json,
+    optional,
+    parse_time,
+    require_json,
+)
+
+NAME = "gitlab"
+
+TOKEN_HEADER = "X-Gitlab-Token"
+EVENT_HEADER = "X-Gitlab-Event"
+
+#: Pipeline and job statuses share one vocabulary (``Ci::HasStatus``).
+STATUS_MAP: dict[str, Status] = {
+    "created": Status.QUEUED,
+    "waiting_for_resource": Status.QUEUED,  # resource_group busy
+    "preparing": Status.QUEUED,  # runner is provisioning; the script has not started
+    "pending": Status.QUEUED,
+    "scheduled": Status.QUEUED,  # delayed job (``when: delayed``) waiting for its timer
+    "manual": Status.QUEUED,  # blocked on a manual action: waiting for a person, not done
+    "running": Status.RUNNING,
+    "waiting_for_callback": Status.RUNNING,  # job handed off to an external system
+    "success": Status.SUCCESS,
+    "failed": Status.FAILURE,
+    "canceling": Status.CANCELLED,  # the user's intent is settled; canceled follows
+    "canceled": Status.CANCELLED,
+    "skipped": Status.SKIPPED,
+}
+
+#: ``X-Gitlab-Event`` → ``object_kind``; the header wins, ``object_kind`` is the
+#: fallback for a missing header and for system hooks.
+_EVENTS = {"Pipeline Hook": "pipeline", "Job Hook": "build"}
+
+_REDACTED = "[REDACTED]"  # what GitLab sends for an email the user keeps private
+
+
+def parse(request: HookRequest, config: ProviderConfig) -> Delivery:
+    """One Pipeline Hook or Job Hook → one BuildEvent; anything else is ignored."""
+    _authenticate(request, config)
+    require_json(request)
+    data = load_json(request.body)
+    event = request.header(EVENT_HEADER)
+    kind = _EVENTS.get(event or "")
+    if kind is None and event in (None, "", "System Hook"):
+        kind = data.get("object_kind")
+    handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+    if handler is None:
+        raise Ignored(f"unsupported GitLab event {event or kind!r}")
+    # Not X-Gitlab-Webhook-UUID: it is new on every attempt, so a retried
+    # delivery would be stored twice; a body hash at least catches identical retries.
+    key = request.header("Idempotency-Key") or content_hash(request.body)
+    build = handler(data).replace(received_at=request.received_at, delivery_key=key)
+    return Delivery(provider=NAME, key=key, events=(build,))
+
+
+def _authenticate(request: HookRequest, config: ProviderConfig) -> None:
+    if not config.authenticated:
+        return
+    presented = request.header(TOKEN_HEADER)
+    if not presented:
+        raise Unauthorized(f"missing {TOKEN_HEADER} header (set a secret token on the GitLab webhook)")
+    if not config.secret:
+        raise Unauthorized("no GitLab secret token is configured on the hub")
+    if not constant_time_equal(presented, config.secret):
+        raise Unauthorized(f"{TOKEN_HEADER} does not match the configured secret token")
+
+
+def _pipeline(data: Mapping[str, Any]) -> BuildEvent:
+    attrs = field(data, "object_attributes", Mapping)
+    pipeline_id = field(data, "object_attributes.id", (int, str))
+    status = map_status(NAME, STATUS_MAP, field(data, "object_attributes.status", str))
+    web_url = optional(data, "project.web_url")
+    return BuildEvent(
+        provider=NAME,
+        project=field(data, "project.path_with_namespace", str),
+        # workflow:name (16.1+) when set, else one constant: the branch is already
+        # part of the (project, pipeline, branch) history key.
+        pipeline=attrs.get("name") or "pipeline",
+        build_id=str(pipeline_id),
+        build_number=_int(first([attrs.get("iid"), pipeline_id])),
+        status=status,
+        # A merge request pipeline's ref is refs/merge-requests/<iid>/head.
+        branch=first([optional(data, "merge_request.source_branch"), _branch(attrs.get("ref"))]),
+        sha=attrs.get("sha"),
+        author=_author(
+            name=first([optional(data, "commit.author.name"), optional(data, "user.name")]),
+            email=_email(optional(data, "commit.author.email"), optional(data, "user.email")),
+            login=optional(data, "user.username"),
+        ),
+        url=first([attrs.get("url"), f"{web_url}/-/pipelines/{pipeline_id}" if web_url else None]),
+        # the payload has no started_at: created_at is the closest it offers
+        started_at=parse_time(first([attrs.get("started_at"), attrs.get("created_at")])),
+        finished_at=parse_time(attrs.get("finished_at")) if status.finished else None,
+    )
+
+
+def _job(data: Mapping[str, Any]) -> BuildEvent:
+    job_id = field(data, "build_id", (int, str))
+    name = field(data, "build_name", str)
+    stage = data.get("build_stage")
+    pipeline_id = field(data, "pipeline_id", (int, str))
+    status = map_status(NAME, STATUS_MAP, field(data, "build_status", str))
+    web_url = optional(data, "project.web_url")
+    return BuildEvent(
+        provider=NAME,
+        project=field(data, "project.path_with_namespace", str),
+        pipeline=f"{stage} / {name}" if stage else name,
+        # The pipeline, not the job: a retried job gets a new build_id but
+        # stays in its pipeline, with retries_count counting the attempts.
+        build_id=str(pipeline_id),
+        build_number=_int(pipeline_id),
+        attempt=(_int(data.get("retries_count")) or 0) + 1,
+        status=status,
+        branch=_branch(data.get("ref")),
+        sha=first([data.get("sha"), optional(data, "commit.sha")]),
+        author=_author(
+            name=first([optional(data, "commit.author_name"), optional(data, "user.name")]),
+            email=_email(optional(data, "commit.author_email"), optional(data, "user.email")),
+            login=optional(data, "user.username"),
+        ),
+        url=f"{web_url}/-/jobs/{job_id}" if web_url else None,
+        started_at=parse_time(first([data.get("build_started_at_iso"), data.get("build_started_at")])),
+        finished_at=(
+            parse_time(first([data.get("build_finished_at_iso"), data.get("build_finished_at")]))
+            if status.finished
+            else None
+        ),
+    )
+
+
+_REF = re.compile(r"^refs/heads/")
+
+
+def _branch(ref: Any) -> str | None:
+    return _REF.sub("", ref) if isinstance(ref, str) and ref else None
+
+
+def _author(name: Any, email: str | None, login: Any) -> Author:
+    return Author(name=name or None, email=email, login=login or None)
+
+
+def _email(*candidates: Any) -> str | None:
+    """The first real address: GitLab sends ``[REDACTED]`` for private ones."""
+    return first(c for c in candidates if c != _REDACTED)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+_HANDLERS = {"pipeline": _pipeline, "build": _job}
