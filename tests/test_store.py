@@ -150,6 +150,20 @@ class StoreTests:
         # The run still counts as failed: the next green build is a fix.
         self.assertEqual(await self.transitions(build(2, Status.SUCCESS)), ["fixed"])
 
+    async def test_a_retry_under_the_same_attempt_is_newer_by_its_timestamps(self) -> None:
+        """GitLab and Buildkite retry a pipeline under the same id and attempt;
+        only the CI's timestamps say which update is newer."""
+        at = T0 + timedelta(hours=1)
+        failed = build(1, Status.FAILURE, started_at=T0, finished_at=T0 + timedelta(minutes=5))
+        late_running = build(1, Status.RUNNING, started_at=T0)
+        retried = build(1, Status.SUCCESS, started_at=at, finished_at=at + timedelta(minutes=5))
+        old_again = build(1, Status.FAILURE, started_at=T0, finished_at=T0 + timedelta(minutes=5))
+        self.assertEqual((await self.record(failed)).events[0].transition, Transition.FAILED)
+        self.assertEqual((await self.record(late_running)).stale, 1)
+        self.assertEqual((await self.record(retried)).events[0].transition, Transition.FIXED)
+        self.assertEqual((await self.record(old_again)).stale, 1)
+        self.assertEqual(await self.transitions(build(2, Status.SUCCESS)), ["passed"])
+
     async def test_a_late_older_build_is_classified_against_its_own_predecessor(self) -> None:
         got = await self.transitions(
             build(10, Status.SUCCESS),

@@ -157,10 +157,11 @@ class _JSONError(resource.Resource):
 
 
 class Root(resource.Resource):
-    def __init__(self) -> None:
-        super().__init__()
+    """``GET /`` says what this is (and that it is up); the rest is 404."""
 
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        if path == b"":
+            return self
         return _JSONError(404, "not found; webhooks go to /hooks/<provider>")
 
     def render(self, request: server.Request) -> bytes:

@@ -42,6 +42,7 @@ class _Run:
     seq: int
     attempt: int
     phase: int
+    moment: datetime | None
     status: str
     result: str | None
     pending_event: int | None = None  # index into the batch's event rows
@@ -62,6 +63,23 @@ def phase_of(status: Status) -> int:
     if status is Status.QUEUED:
         return 0
     return 1 if status is Status.RUNNING else 2
+
+
+def moment_of(event: BuildEvent) -> datetime | None:
+    """When the CI says this update happened: the latest timestamp it carries."""
+    return event.finished_at or event.started_at
+
+
+def is_newer(attempt: int, moment: datetime | None, phase: int, run: _Run) -> bool:
+    """Whether an update is newer than what the store has of its run: a later
+    attempt; else a later CI timestamp (a GitLab or Buildkite retry finishes
+    again under the same attempt); else a later phase (queued < running <
+    finished). A repeat of the same update is not newer."""
+    if attempt != run.attempt:
+        return attempt > run.attempt
+    if moment is not None and run.moment is not None and moment != run.moment:
+        return moment > run.moment
+    return phase > run.phase
 
 
 def seq_of(event: BuildEvent) -> int:
@@ -137,8 +155,8 @@ class _Batch:
         newer than what we know of its run (a late or repeated update)."""
         key: RunKey = (event.provider, event.project, event.pipeline, event.build_id)
         run = self._run(key)
-        phase = phase_of(event.status)
-        if run is not None and (run.attempt, run.phase) >= (event.attempt, phase):
+        phase, moment = phase_of(event.status), moment_of(event)
+        if run is not None and not is_newer(event.attempt, moment, phase, run):
             return None
         seq = run.seq if run is not None else seq_of(event)
         transition = None
@@ -151,9 +169,10 @@ class _Batch:
         elif event.status is Status.RUNNING:
             transition = Transition.STARTED
         if run is None:
-            run = _Run(None, event.branch, seq, event.attempt, phase, event.status.value, None)
+            run = _Run(None, event.branch, seq, event.attempt, phase, moment, event.status.value, None)
             self.runs[key] = run
         run.attempt, run.phase, run.status, run.dirty = event.attempt, phase, event.status.value, True
+        run.moment = moment or run.moment
         run.branch = event.branch or run.branch
         if transition in (Transition.FAILED, Transition.STILL_FAILING, Transition.FIXED, Transition.PASSED):
             run.result = event.status.value
@@ -174,7 +193,7 @@ class _Batch:
             self.runs[key] = (
                 None
                 if row is None
-                else _Run(row.id, row.branch, row.seq, row.attempt, row.phase, row.status, row.result)
+                else _Run(row.id, row.branch, row.seq, row.attempt, row.phase, row.moment, row.status, row.result)
             )
         return self.runs[key]
 
@@ -232,6 +251,7 @@ class _Batch:
                 "seq": run.seq,
                 "attempt": run.attempt,
                 "phase": run.phase,
+                "moment": run.moment,
                 "status": run.status,
                 "result": run.result,
                 "event_id": ids[run.pending_event] if run.pending_event is not None else None,

@@ -115,6 +115,7 @@ builds = Table(
     Column("seq", BigInteger, nullable=False),  # orders runs of one branch
     Column("attempt", Integer, nullable=False),
     Column("phase", Integer, nullable=False),  # 0 queued, 1 running, 2 finished
+    Column("moment", UTCDateTime),  # the CI's timestamp of the newest update
     Column("status", String(16), nullable=False),
     Column("result", String(16)),  # newest red/green outcome, for transitions
     Column("event_id", BigInteger),

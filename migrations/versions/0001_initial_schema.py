@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("phase", sa.Integer(), nullable=False),
+        sa.Column("moment", sa.DateTime(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("result", sa.String(length=16), nullable=True),
         sa.Column("event_id", sa.BigInteger(), nullable=True),
