@@ -133,6 +133,8 @@ class HooksResource(resource.Resource):
         }
 
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        if path == b"":
+            return self
         hook = self.hooks.get(path)
         if hook is None:
             known = ", ".join(sorted(h.decode() for h in self.hooks))
