@@ -193,7 +193,9 @@ class _Batch:
             self.runs[key] = (
                 None
                 if row is None
-                else _Run(row.id, row.branch, row.seq, row.attempt, row.phase, row.moment, row.status, row.result)
+                else _Run(
+                    row.id, row.branch, row.seq, row.attempt, row.phase, row.moment, row.status, row.result
+                )
             )
         return self.runs[key]
 
