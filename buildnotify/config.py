@@ -36,6 +36,24 @@ def default_database() -> str:
     return str(Path(platformdirs.user_data_dir("buildnotify")) / "hub.db")
 
 
+POLICIES = ("kick-old", "refuse-new")
+
+
+@dataclasses.dataclass(frozen=True)
+class PBSettings:
+    """How the PB service treats sessions (the ``[pb]`` table)."""
+
+    anonymous: bool = True  # anonymous clients may watch public projects
+    login_policy: str = "kick-old"  # a second login of a developer: kick-old | refuse-new
+    grace: float = 5.0  # seconds a replaced session keeps working after goodbye
+    ping_timeout: float = 5.0  # seconds a client has to answer a ping
+    heartbeat: float = 30.0  # seconds between pings of every attached client
+    queue_limit: int = 1000  # messages waiting for a slow client before it is dropped
+    retention_days: int = 30  # how far back a reconnecting client can catch up (reported)
+    login_failures: int = 5  # failed logins per peer address ...
+    login_window: float = 60.0  # ... per this many seconds
+
+
 @dataclasses.dataclass(frozen=True)
 class HubConfig:
     http: str = DEFAULT_HTTP
@@ -45,6 +63,7 @@ class HubConfig:
     providers: Mapping[str, ProviderConfig] = dataclasses.field(
         default_factory=lambda: {name: ProviderConfig() for name in PROVIDERS}
     )
+    session: PBSettings = PBSettings()
     path: Path | None = None
 
     def replace(self, **changes: Any) -> HubConfig:
@@ -65,9 +84,11 @@ def parse(
     data: Mapping[str, Any], environ: Mapping[str, str] = os.environ, path: Path | None = None
 ) -> HubConfig:
     where = str(path) if path else "config"
-    unknown = set(data) - {"hub", *PROVIDERS}
+    unknown = set(data) - {"hub", "pb", *PROVIDERS}
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; expected hub or {list(PROVIDERS)}")
+        raise ConfigError(
+            f"{where}: unknown section(s) {sorted(unknown)}; expected hub, pb or {list(PROVIDERS)}"
+        )
     hub = _table(data, "hub", where)
     _only(hub, {"http", "pb", "database", "max_body"}, f"{where} [hub]")
     max_body = hub.get("max_body", DEFAULT_MAX_BODY)
@@ -80,8 +101,28 @@ def parse(
         database=environ.get("BUILDNOTIFY_DATABASE") or str(hub.get("database") or default_database()),
         max_body=max_body,
         providers=providers,
+        session=_pb_settings(_table(data, "pb", where), f"{where} [pb]"),
         path=path,
     )
+
+
+def _pb_settings(table: Mapping[str, Any], where: str) -> PBSettings:
+    defaults = PBSettings()
+    fields = {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(PBSettings)}
+    _only(table, set(fields), where)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        kind = fields[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{where}: {key} must be a {kind.__name__}")
+        if kind in (int, float) and value <= 0:
+            raise ConfigError(f"{where}: {key} must be positive")
+        values[key] = value
+    if values.get("login_policy", defaults.login_policy) not in POLICIES:
+        raise ConfigError(f"{where}: login_policy must be one of {', '.join(POLICIES)}")
+    return PBSettings(**values)
 
 
 def _provider(name: str, table: Mapping[str, Any], environ: Mapping[str, str], where: str) -> ProviderConfig:

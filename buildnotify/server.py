@@ -9,6 +9,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 
 from buildnotify.config import HubConfig
+from buildnotify.hub.service import PBService
 from buildnotify.ingest.http import make_site
 from buildnotify.ingest.providers import PROVIDERS
 from buildnotify.store import Store, database
@@ -19,10 +20,19 @@ log = logging.getLogger("buildnotify")
 class Hub:
     """A running hub. ``await Hub.start(config, reactor)``; ``await hub.stop()``."""
 
-    def __init__(self, config: HubConfig, store: Store, http_port: IListeningPort) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        store: Store,
+        service: PBService,
+        http_port: IListeningPort,
+        pb_port: IListeningPort,
+    ) -> None:
         self.config = config
         self.store = store
+        self.service = service
         self.http_port = http_port
+        self.pb_port = pb_port
 
     @classmethod
     async def start(cls, config: HubConfig, reactor: Any) -> Hub:
@@ -30,19 +40,33 @@ class Hub:
             if not provider.authenticated:
                 log.warning("%s: no secret configured; accepting unauthenticated webhooks", name)
         store = Store.open(config.database, reactor)
+        service = PBService(store, config.session, reactor)
         site = make_site(PROVIDERS, config.providers, store.record, config.max_body)
+        ports: list[IListeningPort] = []
         try:
-            port = await serverFromString(reactor, config.http).listen(site)
+            await service.start()
+            ports.append(await serverFromString(reactor, config.pb).listen(service.factory()))
+            ports.append(await serverFromString(reactor, config.http).listen(site))
         except Exception:
+            service.stop()
+            for port in ports:
+                await port.stopListening()
             await store.stop()
             raise
-        hub = cls(config, store, port)
+        hub = cls(config, store, service, http_port=ports[1], pb_port=ports[0])
         log.info(
             "webhooks on %s/hooks/<provider>; database %s",
             hub.http_url,
             database.display_url(config.database),
         )
+        log.info("PB service on %s", hub.pb_address)
         return hub
+
+    @property
+    def pb_address(self) -> str:
+        """``tcp:HOST:PORT`` of the PB listener, for clients and tests."""
+        host = self.pb_port.getHost()
+        return f"tcp:{host.host}:{host.port}"
 
     @property
     def http_url(self) -> str:
@@ -51,4 +75,6 @@ class Hub:
 
     async def stop(self) -> None:
         await self.http_port.stopListening()
+        await self.pb_port.stopListening()
+        self.service.stop()
         await self.store.stop()

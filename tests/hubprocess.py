@@ -38,8 +38,10 @@ def write_config(
     database: str,
     tokens: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
+    pb_port: int | None = None,
 ) -> Path:
     lines = ["[hub]", f"http = {toml_string(f'tcp:{port}:interface=127.0.0.1')}"]
+    lines.append(f"pb = {toml_string(f'tcp:{pb_port or free_port()}:interface=127.0.0.1')}")
     lines.append(f"database = {toml_string(database)}")
     for provider, secret in (secrets or {}).items():
         lines += ["", f"[{provider}]", f"secret = {toml_string(secret)}"]

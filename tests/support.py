@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from buildnotify.config import PROVIDERS, HubConfig
+from buildnotify.config import PROVIDERS, HubConfig, PBSettings
 from buildnotify.events import BuildEvent
 from buildnotify.ingest.base import ProviderConfig
 from buildnotify.store import database
@@ -109,14 +109,17 @@ class RunningHub:
         backend: str = "sqlite",
         providers: Mapping[str, ProviderConfig] | None = None,
         max_body: int = 25 * 1024 * 1024,
+        session: PBSettings | None = None,
     ) -> RunningHub:
         from buildnotify.server import Hub  # imports every provider
 
         config = HubConfig(
             http="tcp:0:interface=127.0.0.1",
+            pb="tcp:0:interface=127.0.0.1",
             database=database_url(testcase, backend),
             max_body=max_body,
             providers=providers or provider_configs(),
+            session=session or PBSettings(),
         )
         hub = await Hub.start(config, reactor)
         testcase.addCleanup(lambda: Deferred.fromCoroutine(hub.stop()))
@@ -142,6 +145,13 @@ class RunningHub:
         url = f"{self.url}/hooks/{provider}" + (f"/{path}" if path else "")
         response = await treq.post(url, data=body, headers=dict(headers or {}), pool=self.pool)
         return response.code, json.loads(await response.content())
+
+    async def build(self, project: str, number: int, status: str, **fields: Any) -> int:
+        """Post one generic build event; returns its stored id."""
+        body = {"project": project, "pipeline": "ci", "number": number, "status": status, "branch": "main"}
+        code, answer = await self.post("generic", body | fields)
+        assert code == 200 and answer["stored"] == 1, (code, answer)
+        return answer["ids"][0]
 
     async def events(self, project: str | None = None) -> list[BuildEvent]:
         """Everything stored, oldest first."""

@@ -222,9 +222,9 @@ class StoreTests:
 
     async def test_listeners_hear_committed_events_only(self) -> None:
         heard: list[BuildEvent] = []
-        self.store.subscribe(heard.extend)
+        self.store.subscribe(lambda events, _alerts: heard.extend(events))
 
-        def broken(_events: object) -> None:
+        def broken(_events: object, _alerts: object) -> None:
             raise RuntimeError("listener bug")
 
         self.store.subscribe(broken)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -18,21 +18,31 @@ from twisted.python.threadpool import ThreadPool
 from buildnotify.events import BuildEvent
 from buildnotify.ingest.base import Delivery
 from buildnotify.store import database, queries
-from buildnotify.store.record import Recorded, record_batch
+from buildnotify.store.record import Alert, Recorded, record_batch
 from buildnotify.store.writer import GroupCommitWriter
 
-__all__ = ["Recorded", "Store"]
+__all__ = ["Alert", "Recorded", "Store"]
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[Sequence[BuildEvent]], None]
+#: Told of each commit that stored events: ``listener(events, alerts)``.
+Listener = Callable[[Sequence[BuildEvent], Sequence[Alert]], None]
+T = TypeVar("T")
+
+
+def _apply(conn: Connection, items: Sequence[Delivery | Callable[[Connection], Any]]) -> list[Any]:
+    """One transaction's work: webhook deliveries are recorded together (they
+    share lookups); other writes (claims, acks, settings) run in order."""
+    deliveries = [item for item in items if isinstance(item, Delivery)]
+    recorded = iter(record_batch(conn, deliveries) if deliveries else [])
+    return [next(recorded) if isinstance(item, Delivery) else item(conn) for item in items]
 
 
 class Store:
     def __init__(self, engine: Engine, reactor: Any, readers: int = 2) -> None:
         self.engine = engine
         self._reactor = reactor
-        self._writer = GroupCommitWriter(engine, record_batch, reactor)
+        self._writer = GroupCommitWriter(engine, _apply, reactor)
         self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="buildnotify-reader")
         self._listeners: list[Listener] = []
 
@@ -61,8 +71,8 @@ class Store:
         return d
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(events)`` on the reactor thread after each commit
-        that stored events; returns a function that unsubscribes."""
+        """Call ``listener(events, alerts)`` on the reactor thread after each
+        commit that stored events; returns a function that unsubscribes."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -76,10 +86,19 @@ class Store:
         if recorded.events:
             for listener in list(self._listeners):
                 try:
-                    listener(recorded.events)
+                    listener(recorded.events, recorded.alerts)
                 except Exception:  # a broken listener must not fail the webhook
                     log.exception("event listener %r failed", listener)
         return recorded
+
+    def write(self, operation: Callable[[Connection], T]) -> Deferred[T]:
+        """Run ``operation(connection)`` on the writer thread, in a group
+        commit; fires with its result once committed."""
+        return self._writer.submit(operation)
+
+    def read(self, query: Callable[..., T], **kwargs: Any) -> Deferred[T]:
+        """Run ``query(connection, **kwargs)`` on a reader thread."""
+        return self._read(query, **kwargs)
 
     def history(self, project: str | None = None, limit: int = 50, after_id: int | None = None) -> Deferred:
         return self._read(queries.history, project=project, limit=limit, after_id=after_id)

@@ -3,7 +3,9 @@ thread pool, the CLI calls them directly."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from collections.abc import Collection
+
+from sqlalchemy import Connection, func, select
 
 from buildnotify.events import BuildEvent
 from buildnotify.store.record import event_from_row
@@ -11,15 +13,31 @@ from buildnotify.store.schema import events
 
 
 def history(
-    conn: Connection, project: str | None = None, limit: int = 50, after_id: int | None = None
+    conn: Connection,
+    project: str | None = None,
+    limit: int = 50,
+    after_id: int | None = None,
+    projects: Collection[str] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[BuildEvent]:
     """Events newest first, or (with ``after_id``) oldest first from there:
-    the form a resuming client wants."""
+    the form a resuming client wants. ``projects`` keeps only those,
+    ``exclude`` drops those (private projects a session may not see)."""
     query = select(events)
     if project is not None:
         query = query.where(events.c.project == project)
+    if projects is not None:
+        query = query.where(events.c.project.in_(list(projects)))
+    if exclude:
+        query = query.where(events.c.project.not_in(list(exclude)))
     if after_id is not None:
         query = query.where(events.c.id > after_id).order_by(events.c.id)
     else:
         query = query.order_by(events.c.id.desc())
     return [event_from_row(row._mapping) for row in conn.execute(query.limit(limit))]
+
+
+def id_range(conn: Connection) -> tuple[int | None, int | None]:
+    """The oldest and newest stored event ids (None, None when empty)."""
+    low, high = conn.execute(select(func.min(events.c.id), func.max(events.c.id))).one()
+    return low, high

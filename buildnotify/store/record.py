@@ -12,12 +12,13 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Insert, Table, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, Insert, Table, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from buildnotify.events import Author, BuildEvent, Status, Transition, classify, utcnow
 from buildnotify.ingest.base import Delivery
-from buildnotify.store.schema import builds, deliveries, events, projects
+from buildnotify.store.schema import alerts as alerts_table
+from buildnotify.store.schema import builds, claims, deliveries, developers, events, identities, projects
 
 MAX_KEY = 255
 
@@ -31,6 +32,21 @@ class Recorded:
     duplicate: bool
     events: tuple[BuildEvent, ...] = ()
     stale: int = 0
+    alerts: tuple[Alert, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    """A personal alert, committed with its event: the developer whose commit
+    broke, kept breaking or fixed a build."""
+
+    id: int
+    developer: str
+    event: BuildEvent
+
+
+#: Transitions that alert the commit's author.
+ALERTING = (Transition.FAILED, Transition.STILL_FAILING, Transition.FIXED)
 
 
 @dataclasses.dataclass
@@ -136,10 +152,52 @@ class _Batch:
         self._ensure_projects()
         if delivery_rows:
             self.conn.execute(insert(deliveries), delivery_rows)
-        return [
-            Recorded(duplicate, tuple(self._stored(i, ids[i]) for i in indexes), stale)
-            for duplicate, indexes, stale in plans
-        ]
+        stored = [self._stored(i, event_id) for i, event_id in enumerate(ids)]
+        alerts = self._alert_authors(stored)
+        self._clear_fixed_claims(stored)
+        out = []
+        for duplicate, indexes, stale in plans:
+            mine = tuple(stored[i] for i in indexes)
+            ids_here = {e.id for e in mine}
+            out.append(Recorded(duplicate, mine, stale, tuple(a for a in alerts if a.event.id in ids_here)))
+        return out
+
+    def _alert_authors(self, stored: list[BuildEvent]) -> list[Alert]:
+        alerts = []
+        for event in stored:
+            if event.transition not in ALERTING:
+                continue
+            wanted = [
+                (kind, value.lower())
+                for kind, value in (("email", event.author.email), ("login", event.author.login))
+                if value
+            ]
+            if not wanted:
+                continue
+            rows = self.conn.execute(
+                select(developers.c.id, developers.c.name)
+                .join(identities, identities.c.developer_id == developers.c.id)
+                .where(tuple_(identities.c.kind, identities.c.value).in_(wanted))
+                .distinct()
+            ).all()
+            for developer_id, name in rows:
+                alert_id = self.conn.execute(
+                    insert(alerts_table).returning(alerts_table.c.id),
+                    {"developer_id": developer_id, "event_id": event.id, "created_at": event.received_at},
+                ).scalar_one()
+                alerts.append(Alert(alert_id, name, event))
+        return alerts
+
+    def _clear_fixed_claims(self, stored: list[BuildEvent]) -> None:
+        for event in stored:
+            if event.transition is Transition.FIXED:
+                self.conn.execute(
+                    delete(claims).where(
+                        claims.c.project == event.project,
+                        claims.c.pipeline == event.pipeline,
+                        claims.c.branch == (event.branch or ""),
+                    )
+                )
 
     def _known_deliveries(self, batch: Sequence[Delivery]) -> set[tuple[str, str]]:
         keys = {(d.provider, storage_key(d.key)) for d in batch}

@@ -142,3 +142,54 @@ identities = Table(
     Column("value", String(255), nullable=False),
     UniqueConstraint("kind", "value", name="uq_identities_kind_value"),
 )
+
+#: Who may see a private project (public projects need no rows here).
+members = Table(
+    "members",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("project", String(255), nullable=False),
+    Column("developer_id", Id, ForeignKey("developers.id", ondelete="CASCADE"), nullable=False),
+    UniqueConstraint("project", "developer_id", name="uq_members_project_developer"),
+)
+
+#: A personal alert for a developer whose commit broke or fixed a build; kept
+#: until the developer's client acknowledges it.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("developer_id", Id, ForeignKey("developers.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("acked_at", UTCDateTime),
+    UniqueConstraint("developer_id", "event_id", name="uq_alerts_developer_event"),
+    Index("ix_alerts_pending", "developer_id", "acked_at"),
+)
+
+#: A developer's persistent settings per project: watched, and muted until.
+watches = Table(
+    "watches",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("developer_id", Id, ForeignKey("developers.id", ondelete="CASCADE"), nullable=False),
+    Column("project", String(255), nullable=False),
+    Column("watching", Boolean, nullable=False, default=True),
+    Column("muted_until", UTCDateTime),
+    UniqueConstraint("developer_id", "project", name="uq_watches_developer_project"),
+)
+
+#: "I'm on it": a developer's claim on a failing (project, pipeline, branch),
+#: cleared when the build is fixed.
+claims = Table(
+    "claims",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("project", String(255), nullable=False),
+    Column("pipeline", String(255), nullable=False),
+    Column("branch", String(255), nullable=False, default=""),
+    Column("developer", String(255), nullable=False),
+    Column("note", Text),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    UniqueConstraint("project", "pipeline", "branch", name="uq_claims_target"),
+)

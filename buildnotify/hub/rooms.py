@@ -1,0 +1,63 @@
+"""Project perspectives: one shared object per project (the "multiple
+client" pattern). Every attached observer sees every committed event of the
+project and every claim on one of its broken builds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from buildnotify.events import BuildEvent, Transition
+from buildnotify.hub.wire import OneWayCall
+
+if TYPE_CHECKING:
+    from buildnotify.hub.sessions import ObserverSession
+
+ClaimKey = tuple[str, str]  # (pipeline, branch or "")
+
+
+class ProjectRoom:
+    def __init__(self, name: str, claims: Iterable[dict[str, Any]] = ()) -> None:
+        self.name = name
+        self.observers: set[ObserverSession] = set()
+        self.claims: dict[ClaimKey, dict[str, Any]] = {(c["pipeline"], c["branch"] or ""): c for c in claims}
+
+    def attach(self, observer: ObserverSession) -> None:
+        self.observers.add(observer)
+
+    def detach(self, observer: ObserverSession) -> None:
+        self.observers.discard(observer)
+
+    def publish(self, event: BuildEvent, call: OneWayCall) -> None:
+        """Push ``call`` (the event, encoded once) to every observer; a fix
+        clears the claim on its build and tells everyone."""
+        for observer in list(self.observers):
+            observer.deliver_event(event, call)
+        if event.transition is Transition.FIXED:
+            cleared = self.claims.pop((event.pipeline, event.branch or ""), None)
+            if cleared is not None:
+                self.announce_claim(cleared | {"state": "cleared", "fixed_by": event.id})
+
+    def set_claim(self, claim: dict[str, Any]) -> None:
+        self.claims[(claim["pipeline"], claim["branch"] or "")] = claim
+        self.announce_claim(claim | {"state": "claimed"})
+
+    def release_claim(self, pipeline: str, branch: str | None) -> dict[str, Any] | None:
+        released = self.claims.pop((pipeline, branch or ""), None)
+        if released is not None:
+            self.announce_claim(released | {"state": "released"})
+        return released
+
+    def announce_claim(self, claim: dict[str, Any]) -> None:
+        call = OneWayCall("claim", claim_wire(claim))
+        for observer in list(self.observers):
+            observer.deliver(call)
+
+
+def claim_wire(claim: dict[str, Any]) -> dict[str, Any]:
+    """A claim as pushed: plain data, times as ISO 8601."""
+    out = dict(claim)
+    if out.get("claimed_at") is not None and not isinstance(out["claimed_at"], str):
+        out["claimed_at"] = out["claimed_at"].isoformat()
+    out["branch"] = out.get("branch") or None
+    return out

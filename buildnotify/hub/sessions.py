@@ -1,0 +1,421 @@
+"""The perspectives a login gets (see docs/protocol.md for the wire view).
+
+- :class:`ClientlessSession`: logged in without a mind; answers queries (and,
+  for a developer, claims, acks and settings) and never calls the client.
+- :class:`AnonymousSession`: a disposable perspective per anonymous login;
+  watches public projects; its filters die with it; changes nothing.
+- :class:`DeveloperSession`: the single client of a developer's perspective;
+  watches, claims, gets personal alerts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.python.failure import Failure
+from twisted.spread import pb
+
+from buildnotify.events import BuildEvent, utcnow
+from buildnotify.hub.rooms import claim_wire
+from buildnotify.hub.wire import OneWayCall
+from buildnotify.store import accounts, personal, queries
+from buildnotify.store.record import Alert
+
+if TYPE_CHECKING:
+    from buildnotify.hub.service import PBService
+
+#: how many missed events are read from the store at a time during catch-up
+CATCH_UP_PAGE = 500
+MAX_HISTORY = 1000
+FOREVER = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
+class NotAllowed(pb.Error):
+    """The session may not do this (anonymous, private project, no mind)."""
+
+
+class SessionEnded(pb.Error):
+    """The session was replaced or dropped; its reference no longer works."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Developer:
+    id: int
+    name: str
+
+
+def _ensure(value: Deferred | Any) -> Deferred:
+    return value if isinstance(value, Deferred) else Deferred.fromCoroutine(value)
+
+
+class Session(pb.Avatar):
+    """What every session answers: identity, liveness, history and status."""
+
+    kind = "clientless"
+
+    def __init__(self, service: PBService, developer: Developer | None) -> None:
+        self.service = service
+        self.developer = developer
+        self.ended: str | None = None
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def perspectiveMessageReceived(self, broker: pb.Broker, message: str, args: Any, kw: Any) -> Any:  # noqa: N802
+        """PB's dispatch, plus: a clear error from an ended session or for an
+        unknown method, and ``async def`` methods answered when they finish."""
+        if self.ended is not None:
+            raise SessionEnded(f"this session has ended: {self.ended}")
+        method = getattr(self, f"perspective_{message}", None)
+        if method is None:
+            raise NotAllowed(f"no method {message!r} on a {self.kind} session")
+        args = broker.unserialize(args, self)
+        kw = broker.unserialize(kw, self)
+        result = method(*args, **kw)
+        if inspect.iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        return broker.serialize(result, self, method, args, kw)
+
+    def logout(self) -> None:
+        """Called when the client disconnects or drops its reference."""
+        self.end("logged out")
+
+    def end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+
+    @property
+    def developer_id(self) -> int | None:
+        return self.developer.id if self.developer else None
+
+    def _require_developer(self, action: str) -> Developer:
+        if self.developer is None:
+            raise NotAllowed(f"anonymous sessions cannot {action}")
+        return self.developer
+
+    async def _hidden_projects(self) -> set[str]:
+        """Private projects this session may not see."""
+        return await self.service.store.read(_hidden, developer_id=self.developer_id)
+
+    async def _require_visible(self, projects: Iterable[str]) -> list[str]:
+        projects = _project_list(projects)
+        hidden = await self._hidden_projects()
+        refused = [p for p in projects if p in hidden]
+        if refused:
+            raise NotAllowed(f"no such project, or it is private: {', '.join(refused)}")
+        return projects
+
+    # -- queries -----------------------------------------------------------------
+
+    def perspective_ping(self) -> str:
+        return "pong"
+
+    def perspective_whoami(self) -> dict[str, Any]:
+        return {
+            "developer": self.developer.name if self.developer else None,
+            "kind": self.kind,
+            "retention_days": self.service.settings.retention_days,
+        }
+
+    async def perspective_history(self, project: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if project is not None:
+            await self._require_visible([project])
+        limit = max(1, min(int(limit), MAX_HISTORY))
+        hidden = await self._hidden_projects()
+        found = await self.service.store.read(queries.history, project=project, limit=limit, exclude=hidden)
+        return [e.to_dict() for e in found]
+
+    async def perspective_status(self, projects: list[str] | None = None) -> list[dict[str, Any]]:
+        """The newest finished build of every (pipeline, branch) of
+        ``projects`` (default: the developer's watched projects), with claims."""
+        if projects is None:
+            projects = await self._saved_projects()
+        projects = await self._require_visible(projects)
+        states = await self.service.store.read(personal.latest_states, projects=projects)
+        claims = {
+            (c["project"], c["pipeline"], c["branch"] or ""): c
+            for c in await self.service.store.read(personal.claims_for, projects=projects)
+        }
+        out = []
+        for event in states:
+            row = event.to_dict()
+            claim = claims.get((event.project, event.pipeline, event.branch or ""))
+            row["claim"] = claim_wire(claim) if claim else None
+            out.append(row)
+        return out
+
+    async def _saved_projects(self) -> list[str]:
+        if self.developer is None:
+            return []
+        saved = await self.service.store.read(personal.settings, developer_id=self.developer.id)
+        return sorted(p for p, s in saved.items() if s["watching"])
+
+    # -- developer actions ---------------------------------------------------------
+
+    async def perspective_claim(
+        self, project: str, pipeline: str, branch: str | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        """ "I'm on it": claim a failing (project, pipeline, branch)."""
+        developer = self._require_developer("claim builds")
+        await self._require_visible([project])
+        states = await self.service.store.read(personal.latest_states, projects=[project])
+        current = next(
+            (e for e in states if e.pipeline == pipeline and (e.branch or "") == (branch or "")), None
+        )
+        if current is None or not current.status.red:
+            raise NotAllowed(
+                f"{project} {pipeline}@{branch or '-'} is not failing; only a broken build can be claimed"
+            )
+
+        def write(conn: Any) -> dict[str, Any]:
+            return personal.claim(conn, project, pipeline, branch, developer.name, note, utcnow())
+
+        claim = await self.service.store.write(write)
+        claim.pop("replaced", None)
+        self.service.room(project).set_claim(claim)
+        return claim_wire(claim)
+
+    async def perspective_unclaim(self, project: str, pipeline: str, branch: str | None = None) -> bool:
+        developer = self._require_developer("release claims")
+
+        def write(conn: Any) -> bool:
+            return personal.unclaim(conn, project, pipeline, branch, developer.name)
+
+        released = await self.service.store.write(write)
+        if released:
+            self.service.room(project).release_claim(pipeline, branch)
+        return released
+
+    async def perspective_alerts(self) -> list[dict[str, Any]]:
+        """Personal alerts not yet acknowledged, oldest first."""
+        developer = self._require_developer("have personal alerts")
+        pending = await self.service.store.read(personal.pending_alerts, developer_id=developer.id)
+        return [alert_wire(alert_id, developer.name, event) for alert_id, event in pending]
+
+    async def perspective_ack(self, alert_ids: list[int]) -> int:
+        """Acknowledge alerts: they are not sent again. Returns how many."""
+        developer = self._require_developer("acknowledge alerts")
+        ids = [int(i) for i in alert_ids]
+        return await self.service.store.write(lambda conn: personal.ack_alerts(conn, developer.id, ids))
+
+    async def perspective_mute(self, project: str, minutes: float | None = None) -> dict[str, Any]:
+        """Stop pushing this project's events and alerts to me for ``minutes``
+        (default: until unmuted). Alerts keep waiting, unacknowledged."""
+        developer = self._require_developer("mute projects")
+        until = FOREVER if minutes is None else utcnow() + timedelta(minutes=float(minutes))
+        await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, until))
+        self.service.muted(developer.name, project, until)
+        return {"project": project, "muted_until": until.isoformat()}
+
+    async def perspective_unmute(self, project: str) -> bool:
+        developer = self._require_developer("unmute projects")
+        await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, None))
+        self.service.muted(developer.name, project, None)
+        return True
+
+    async def perspective_settings(self) -> dict[str, Any]:
+        developer = self._require_developer("have settings")
+        saved = await self.service.store.read(personal.settings, developer_id=developer.id)
+        return {
+            project: {
+                "watching": s["watching"],
+                "muted_until": s["muted_until"].isoformat() if s["muted_until"] else None,
+            }
+            for project, s in saved.items()
+        }
+
+    def perspective_watch(self, projects: list[str] | None = None, since: int | None = None) -> Any:
+        raise NotAllowed("a session without a client (mind) cannot watch; log in with a mind")
+
+
+class ClientlessSession(Session):
+    kind = "clientless"
+
+
+class ObserverSession(Session):
+    """A session with a mind: it watches projects and is pushed their events."""
+
+    kind = "observer"
+
+    def __init__(self, service: PBService, developer: Developer | None, mind: pb.RemoteReference) -> None:
+        super().__init__(service, developer)
+        self.mind = mind
+        self.broker: pb.Broker = mind.broker
+        self.outbox = service.outbox_for(self.broker)
+        self.watching: set[str] = set()
+        self._backlog: list[tuple[BuildEvent, OneWayCall]] | None = None  # live events held during catch-up
+        self._watch_lock = DeferredLock()
+
+    def deliver(self, call: OneWayCall) -> None:
+        if self.ended is None:
+            self.outbox.send(call.for_object(self.mind.luid))
+
+    def deliver_event(self, event: BuildEvent, call: OneWayCall) -> None:
+        if self._backlog is not None:
+            self._backlog.append((event, call))
+        elif not self.service.is_muted(self, event.project):
+            self.deliver(call)
+
+    def goodbye(self, reason: str) -> None:
+        self.deliver(OneWayCall("goodbye", reason))
+
+    def ping(self, timeout: float) -> Deferred[bool]:
+        """Whether the client answers a ping within ``timeout`` seconds."""
+        try:
+            d = self.mind.callRemote("ping")
+        except pb.DeadReferenceError:
+            return Deferred.fromCoroutine(_false())
+        d.addTimeout(timeout, self.service.reactor)
+        d.addCallbacks(lambda _: True, lambda _: False)
+        return d
+
+    def end(self, reason: str) -> None:
+        if self.ended is not None:
+            return
+        super().end(reason)
+        for project in self.watching:
+            self.service.room(project).detach(self)
+        self.watching.clear()
+        self.service.session_ended(self)
+
+    def perspective_watch(self, projects: list[str] | None = None, since: int | None = None) -> Deferred:
+        """Watch ``projects`` (a developer's default: the saved ones). With
+        ``since`` (the last event id the client saw), first replay every
+        stored event of them after it, then go live: no gap, no duplicate."""
+        return self._watch_lock.run(lambda: _ensure(self._watch(projects, since)))
+
+    async def _watch(self, projects: list[str] | None, since: int | None) -> dict[str, Any]:
+        if projects is None:
+            if self.developer is None:
+                raise NotAllowed("anonymous sessions must name the projects to watch")
+            projects = await self._saved_projects()
+        projects = await self._require_visible(projects)
+        if self.developer is not None:
+            developer_id = self.developer.id
+
+            def save(conn: Any) -> None:
+                for project in projects:
+                    personal.set_watching(conn, developer_id, project, True)
+
+            await self.service.store.write(save)
+        self._backlog = []  # subscribe first, so nothing committed from now on is missed
+        for project in projects:
+            self.service.room(project).attach(self)
+            self.watching.add(project)
+        replayed, last_sent = 0, since
+        try:
+            if since is not None:
+                replayed, last_sent = await self._replay(since)
+        finally:
+            held, self._backlog = self._backlog or [], None
+        for event, call in held:
+            if self.ended is None and (last_sent is None or event.id > last_sent):
+                self.deliver_event(event, call)
+                last_sent = event.id
+        low, high = await self.service.store.read(queries.id_range)
+        return {
+            "watching": sorted(self.watching),
+            "replayed": replayed,
+            "last_id": last_sent if last_sent is not None else high,
+            "oldest_id": low,
+            "retention_days": self.service.settings.retention_days,
+            "claims": [
+                claim_wire(c) for p in sorted(self.watching) for c in self.service.room(p).claims.values()
+            ],
+        }
+
+    async def _replay(self, since: int) -> tuple[int, int]:
+        replayed, last_sent = 0, int(since)
+        while self.ended is None:
+            page = await self.service.store.read(
+                queries.history, after_id=last_sent, projects=sorted(self.watching), limit=CATCH_UP_PAGE
+            )
+            for event in page:
+                if not self.service.is_muted(self, event.project):
+                    self.deliver(OneWayCall("event", event.to_dict()))
+                last_sent = event.id
+            replayed += len(page)
+            if len(page) < CATCH_UP_PAGE:
+                break
+            await self.outbox.drained()  # pace the replay to what the client reads
+        return replayed, last_sent
+
+    def perspective_unwatch(self, projects: list[str]) -> list[str]:
+        projects = _project_list(projects)
+        for project in projects:
+            if project in self.watching:
+                self.watching.discard(project)
+                self.service.room(project).detach(self)
+        if self.developer is not None:
+            developer_id = self.developer.id
+
+            def save(conn: Any) -> None:
+                for project in projects:
+                    personal.set_watching(conn, developer_id, project, False)
+
+            self.service.store.write(save).addErrback(_log_failure)
+        return sorted(self.watching)
+
+
+class AnonymousSession(ObserverSession):
+    """Disposable: nothing of it is stored, and it changes nothing others see."""
+
+    kind = "anonymous"
+
+    def __init__(self, service: PBService, mind: pb.RemoteReference) -> None:
+        super().__init__(service, None, mind)
+
+
+class DeveloperSession(ObserverSession):
+    """The one attached client of a developer's perspective."""
+
+    kind = "developer"
+
+    def __init__(self, service: PBService, developer: Developer, mind: pb.RemoteReference) -> None:
+        super().__init__(service, developer, mind)
+        self.alerted: set[int] = set()
+
+    def deliver_alert(self, alert: Alert) -> None:
+        if alert.id in self.alerted or self.service.is_muted(self, alert.event.project):
+            return
+        self.alerted.add(alert.id)
+        self.deliver(OneWayCall("alert", alert_wire(alert.id, alert.developer, alert.event)))
+
+    async def send_pending_alerts(self) -> None:
+        pending = await self.service.store.read(personal.pending_alerts, developer_id=self.developer_id)
+        for alert_id, event in pending:
+            self.deliver_alert(Alert(alert_id, self.developer.name, event))  # type: ignore[union-attr]
+
+
+def alert_wire(alert_id: int, developer: str, event: BuildEvent) -> dict[str, Any]:
+    return {"alert_id": alert_id, "developer": developer, "event": event.to_dict()}
+
+
+def _hidden(conn: Any, developer_id: int | None) -> set[str]:
+    private = accounts.private_projects(conn)
+    if not private or developer_id is None:
+        return private
+    return private - accounts.memberships(conn, developer_id)
+
+
+def _project_list(projects: Iterable[str] | None) -> list[str]:
+    if isinstance(projects, str) or projects is None:
+        raise NotAllowed("projects must be a list of project names")
+    out = [p for p in projects if isinstance(p, str) and p]
+    if len(out) != len(list(projects)):
+        raise NotAllowed("projects must be a list of project names")
+    return out
+
+
+async def _false() -> bool:
+    return False
+
+
+def _log_failure(failure: Failure) -> None:
+    import logging
+
+    logging.getLogger(__name__).error("saving watch settings failed: %s", failure.getErrorMessage())

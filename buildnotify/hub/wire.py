@@ -1,0 +1,87 @@
+"""What crosses the PB wire: which jelly types we accept, and one-way calls
+to a client's mind encoded once and written to many connections.
+
+A one-way PB call (``callRemote(..., pbanswer=0)``) is the banana encoding
+of ``["message", requestID, objectID, method, 0, args, kwargs]``. Only
+``objectID`` differs between observers, so the jellied and encoded
+``args`` of an event are computed once per event and spliced into each
+observer's message: fan-out costs a memcpy per observer, not a jelly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from io import BytesIO
+from typing import Any
+
+from twisted.spread import banana, jelly
+
+
+class StrictSecurity(jelly.SecurityOptions):
+    """Plain data, PB references, and the project's own registered types,
+    nothing else. (Twisted's default lets any registered class of any module
+    through, since it allows every dotted type name.)"""
+
+    #: types PB itself needs: references to the client's mind and back to our
+    #: objects, and failures raised in the client's remote methods.
+    PB_TYPES = ("remote", "local", "twisted.spread.pb.CopyableFailure")
+    #: what the jellier asks about when we *send* plain data (no module is
+    #: ever imported for these on the receiving side)
+    OUTGOING = tuple(
+        f"builtins.{t.__name__}"
+        for t in (dict, list, tuple, str, bytes, int, float, bool, type(None), set, frozenset)
+    )
+
+    def __init__(self, *own_types: str) -> None:
+        super().__init__()
+        self.allowBasicTypes()
+        self.allowTypes(*self.PB_TYPES, *self.OUTGOING, *own_types)
+
+    def isTypeAllowed(self, typeName: bytes | str) -> bool:  # noqa: N802 - Twisted's name
+        if not isinstance(typeName, bytes):
+            typeName = typeName.encode("utf-8")
+        return typeName in self.allowedTypes
+
+
+SECURITY = StrictSecurity()
+
+
+class _Encoder(banana.Banana):
+    """A banana used only to encode. It spells every string out (the "none"
+    dialect): a receiver speaking PB's abbreviated dialect reads that too,
+    so the same bytes suit every connection."""
+
+    def __init__(self) -> None:
+        super().__init__(isClient=False)
+        self.setPrefixLimit(banana._PREFIX_LIMIT)
+        self.currentDialect = b"none"
+
+    def encode(self, sexp: Any) -> bytes:
+        out = BytesIO()
+        self._encode(sexp, out.write)
+        return out.getvalue()
+
+
+_ENCODER = _Encoder()
+_LIST_OF_7 = _ENCODER.encode([0] * 7)[:2]  # banana's header for a 7-element list
+_EMPTY_KWARGS = _ENCODER.encode(jelly.jelly({}, SECURITY))
+_MESSAGE_REQUEST_0 = _ENCODER.encode(b"message") + _ENCODER.encode(0)
+
+
+class OneWayCall:
+    """``method(*args)`` on some client object, with ``args`` jellied and
+    encoded once; :meth:`for_object` gives the bytes for one recipient."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self, method: str, *args: Any) -> None:
+        encoded_args = _ENCODER.encode(jelly.jelly(args, SECURITY))
+        self._tail = _ENCODER.encode(method.encode()) + _ENCODER.encode(0) + encoded_args + _EMPTY_KWARGS
+
+    def for_object(self, object_id: int) -> bytes:
+        return _LIST_OF_7 + _MESSAGE_REQUEST_0 + _ENCODER.encode(object_id) + self._tail
+
+
+def plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A dict as it goes on the wire (a copy, so later changes do not leak)."""
+    return dict(data)

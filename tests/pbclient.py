@@ -1,0 +1,101 @@
+"""A minimal PB client for tests: connect to a running hub over loopback,
+log in, and record everything pushed to the mind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.task import deferLater
+from twisted.spread import pb
+from twisted.trial import unittest
+
+from buildnotify.hub.wire import SECURITY
+from buildnotify.store import accounts
+
+
+class RecordingMind(pb.Referenceable):
+    """Records every call the hub makes; answers pings unless told not to."""
+
+    def __init__(self, answer_pings: bool = True) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []
+        self.claims: list[dict[str, Any]] = []
+        self.goodbyes: list[str] = []
+        self.pings = 0
+        self.answer_pings = answer_pings
+
+    def remote_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def remote_alert(self, alert: dict[str, Any]) -> None:
+        self.alerts.append(alert)
+
+    def remote_claim(self, claim: dict[str, Any]) -> None:
+        self.claims.append(claim)
+
+    def remote_goodbye(self, reason: str) -> None:
+        self.goodbyes.append(reason)
+
+    def remote_ping(self) -> Any:
+        self.pings += 1
+        return "pong" if self.answer_pings else Deferred()  # a hung client never answers
+
+    @property
+    def event_ids(self) -> list[int]:
+        return [e["id"] for e in self.events]
+
+
+class Client:
+    """One PB connection to the hub."""
+
+    def __init__(self, factory: pb.PBClientFactory, broker: pb.Broker) -> None:
+        self.factory = factory
+        self.broker = broker
+
+    @classmethod
+    async def connect(cls, testcase: unittest.TestCase, address: str) -> Client:
+        factory = pb.PBClientFactory(security=SECURITY)
+        broker = await clientFromString(reactor, address).connect(factory)
+        client = cls(factory, broker)
+        testcase.addCleanup(client.disconnect)
+        return client
+
+    async def login(self, name: str, token: str, mind: pb.Referenceable | None = None) -> pb.RemoteReference:
+        root = await self.factory.getRootObject()
+        return await root.callRemote("login", name, token, mind)
+
+    async def anonymous(self, mind: pb.Referenceable | None = None) -> pb.RemoteReference:
+        root = await self.factory.getRootObject()
+        return await root.callRemote("loginAnonymous", mind)
+
+    def disconnect(self) -> None:
+        if self.broker.transport is not None and self.broker.transport.connected:
+            self.broker.transport.loseConnection()
+
+
+async def add_developer(store: Any, name: str, emails: Iterable[str] = (), logins: Iterable[str] = ()) -> str:
+    """Create a developer account and return its token."""
+
+    def write(conn: Any) -> str:
+        accounts.add_developer(conn, name, emails=emails, logins=logins)
+        return accounts.issue_token(conn, name)
+
+    return await store.write(write)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll the reactor until ``predicate()``; fail after ``timeout`` seconds."""
+    waited = 0.0
+    while not predicate():
+        if waited >= timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await deferLater(reactor, 0.01, lambda: None)
+        waited += 0.01
+
+
+async def pause(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
