@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 
 from buildnotify.config import HubConfig
+from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
 from buildnotify.ingest.http import make_site
 from buildnotify.ingest.providers import PROVIDERS
-from buildnotify.store import Store, database
+from buildnotify.store import Store, database, retention
 
 log = logging.getLogger("buildnotify")
+PRUNE_EVERY = 3600.0  # seconds
 
 
 class Hub:
@@ -33,6 +38,16 @@ class Hub:
         self.service = service
         self.http_port = http_port
         self.pb_port = pb_port
+        self._pruning = LoopingCall(self.prune)
+        self._pruning.clock = store.reactor
+
+    def prune(self) -> Deferred:
+        """Forget what is older than the retention window (runs hourly)."""
+        cutoff = utcnow() - timedelta(days=self.config.session.retention_days)
+        d = self.store.write(lambda conn: retention.prune(conn, cutoff))
+        d.addCallback(lambda counts: counts[0] and log.info("pruned %d events, %d deliveries", *counts))
+        d.addErrback(lambda f: log.error("pruning failed: %s", f.getErrorMessage()))
+        return d
 
     @classmethod
     async def start(cls, config: HubConfig, reactor: Any) -> Hub:
@@ -60,6 +75,7 @@ class Hub:
             database.display_url(config.database),
         )
         log.info("PB service on %s", hub.pb_address)
+        hub._pruning.start(PRUNE_EVERY, now=True)
         return hub
 
     @property
@@ -74,6 +90,8 @@ class Hub:
         return f"http://{host.host}:{host.port}"
 
     async def stop(self) -> None:
+        if self._pruning.running:
+            self._pruning.stop()
         await self.http_port.stopListening()
         await self.pb_port.stopListening()
         self.service.stop()

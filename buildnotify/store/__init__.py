@@ -41,7 +41,7 @@ def _apply(conn: Connection, items: Sequence[Delivery | Callable[[Connection], A
 class Store:
     def __init__(self, engine: Engine, reactor: Any, readers: int = 2) -> None:
         self.engine = engine
-        self._reactor = reactor
+        self.reactor = reactor
         self._writer = GroupCommitWriter(engine, _apply, reactor)
         self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="buildnotify-reader")
         self._listeners: list[Listener] = []
@@ -108,7 +108,7 @@ class Store:
             with self.engine.connect() as conn:
                 return query(conn, **kwargs)
 
-        return deferToThreadPool(self._reactor, self._readers, run)
+        return deferToThreadPool(self.reactor, self._readers, run)
 
     @property
     def writer_stats(self) -> tuple[int, int]:
