@@ -6,11 +6,15 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buildnotify import config as configuration
 from buildnotify.config import ConfigError, HubConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 EXIT_USAGE = 2
 
@@ -63,7 +67,122 @@ def _parser() -> argparse.ArgumentParser:
     _config_options(upgrade)
     upgrade.set_defaults(run=_db_upgrade)
     db.set_defaults(run=lambda _: (db.print_help(), EXIT_USAGE)[1])
+
+    _users_parser(sub)
+    _projects_parser(sub)
     return parser
+
+
+def _users_parser(sub: argparse._SubParsersAction) -> None:
+    users = sub.add_parser(
+        "users",
+        help="manage developer accounts and their tokens",
+        description="Developers log in to the hub with a name and a token; their emails and logins "
+        "tell the hub which commits are theirs, for personal alerts.",
+    )
+    users_sub = users.add_subparsers(title="users commands", metavar="USERSCOMMAND")
+
+    add = users_sub.add_parser(
+        "add",
+        help="add a developer and print their token (shown only once)",
+        description="Add a developer and issue their token. The token is printed once and never "
+        "stored: the database keeps only its hash.",
+    )
+    add.add_argument("name", metavar="NAME", help="login name, e.g. ada (no spaces)")
+    _identity_options(add)
+    _config_options(add)
+    add.set_defaults(run=_users_add)
+
+    identity = users_sub.add_parser(
+        "add-identity",
+        help="recognise more emails or logins as a developer's commits",
+        description="Recognise more commit author emails or CI logins as NAME's (compared lower-cased).",
+    )
+    identity.add_argument("name", metavar="NAME", help="an existing developer")
+    _identity_options(identity)
+    _config_options(identity)
+    identity.set_defaults(run=_users_add_identity)
+
+    token = users_sub.add_parser(
+        "token",
+        help="issue a new token for a developer (the old one stops working)",
+        description="Issue a new token for NAME, e.g. when the old one was lost or leaked. "
+        "The old token stops working at once.",
+    )
+    token.add_argument("name", metavar="NAME", help="an existing developer")
+    _config_options(token)
+    token.set_defaults(run=_users_token)
+
+    listing = users_sub.add_parser(
+        "list",
+        help="list developers, their identities and whether they have a token",
+        description="List developers, their identities and whether a token is set (never the token).",
+    )
+    _config_options(listing)
+    listing.set_defaults(run=_users_list)
+
+    remove = users_sub.add_parser(
+        "remove",
+        help="remove a developer (their token, memberships, alerts and claims go too)",
+        description="Remove NAME with their token, identities, memberships, settings, alerts and claims.",
+    )
+    remove.add_argument("name", metavar="NAME", help="an existing developer")
+    _config_options(remove)
+    remove.set_defaults(run=_users_remove)
+    users.set_defaults(run=lambda _: (users.print_help(), EXIT_USAGE)[1])
+
+
+def _identity_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--email",
+        metavar="E",
+        action="append",
+        default=[],
+        help="a commit author email of theirs (repeatable)",
+    )
+    parser.add_argument(
+        "--login",
+        metavar="L",
+        action="append",
+        default=[],
+        help="a CI or forge login of theirs, e.g. a GitHub username (repeatable)",
+    )
+
+
+def _projects_parser(sub: argparse._SubParsersAction) -> None:
+    projects = sub.add_parser(
+        "projects",
+        help="list projects; make them private or public; manage members",
+        description="Projects are public (everyone connected sees their builds) unless made private; "
+        "a private project is shown only to its members. A project may be made private before its "
+        "first build arrives.",
+    )
+    projects_sub = projects.add_subparsers(title="projects commands", metavar="PROJECTSCOMMAND")
+
+    listing = projects_sub.add_parser("list", help="list projects, whether private, and their members")
+    _config_options(listing)
+    listing.set_defaults(run=_projects_list)
+
+    for command, help, run in (
+        ("private", "show the project's builds to its members only", _projects_private),
+        ("public", "show the project's builds to everyone", _projects_public),
+        ("members", "list the project's members", _projects_members),
+    ):
+        parser = projects_sub.add_parser(command, help=help, description=help[0].upper() + help[1:] + ".")
+        parser.add_argument("project", metavar="P", help="project, e.g. acme/widget")
+        _config_options(parser)
+        parser.set_defaults(run=run)
+
+    for command, help, run in (
+        ("add-member", "let a developer see the project when it is private", _projects_add_member),
+        ("remove-member", "take a developer off the project's members", _projects_remove_member),
+    ):
+        parser = projects_sub.add_parser(command, help=help, description=help[0].upper() + help[1:] + ".")
+        parser.add_argument("project", metavar="P", help="project, e.g. acme/widget")
+        parser.add_argument("name", metavar="NAME", help="an existing developer")
+        _config_options(parser)
+        parser.set_defaults(run=run)
+    projects.set_defaults(run=lambda _: (projects.print_help(), EXIT_USAGE)[1])
 
 
 def _config_options(parser: argparse.ArgumentParser) -> None:
@@ -189,6 +308,199 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     after = database.current_revision(engine)
     print(f"database {'already at' if before == after else 'upgraded to'} revision {after}")
     return 0
+
+
+# -- users and projects ---------------------------------------------------------
+
+
+def _accounts(args: argparse.Namespace, work: Callable[[Connection], int], writes: bool = True) -> int:
+    """Run ``work`` in one transaction on the hub database, brought to the
+    newest schema first; account errors become a message and exit status 1.
+    Read-only commands do not create a missing SQLite database."""
+    from buildnotify.store import database
+    from buildnotify.store.accounts import AccountError
+
+    config = _resolve(args)
+    file = database.sqlite_file(config.database)
+    if not writes and file is not None and not file.exists():
+        print(f"buildnotify-cli: no hub database at {file} yet", file=sys.stderr)
+        return 1
+    engine = database.create(config.database)
+    try:
+        database.upgrade(engine)
+        with engine.begin() as conn:
+            return work(conn)
+    except AccountError as e:
+        print(f"buildnotify-cli: {e}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def _print_token(name: str, token: str) -> None:
+    print(f"token for {name}: {token}")
+    print(
+        "This token is shown only once: the hub keeps only its hash. Give it to "
+        f"{name} for their client, in the BUILDNOTIFY_TOKEN environment variable or in a "
+        "token file only they can read (chmod 600)."
+    )
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        accounts.add_developer(conn, args.name, emails=args.email, logins=args.login)
+        token = accounts.issue_token(conn, args.name)
+        print(f"added developer {args.name}")
+        _print_token(args.name, token)
+        return 0
+
+    return _accounts(args, work)
+
+
+def _users_add_identity(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    if not args.email and not args.login:
+        print("buildnotify-cli: give at least one --email or --login", file=sys.stderr)
+        return EXIT_USAGE
+
+    def work(conn: Connection) -> int:
+        for kind, values in (("email", args.email), ("login", args.login)):
+            for value in values:
+                added = accounts.add_identity(conn, args.name, kind, value)
+                print(
+                    f"{kind} {value.strip().lower()} {'added to' if added else 'already belongs to'} {args.name}"
+                )
+        return 0
+
+    return _accounts(args, work)
+
+
+def _users_token(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        token = accounts.issue_token(conn, args.name)
+        print(f"issued a new token for {args.name}; the previous one no longer works")
+        _print_token(args.name, token)
+        return 0
+
+    return _accounts(args, work)
+
+
+def _users_list(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        found = accounts.list_developers(conn)
+        if not found:
+            print("no developers (add one with: buildnotify-cli users add NAME --email E)")
+            return 0
+        rows = [
+            (
+                d.name,
+                ", ".join(f"{kind}:{value}" for kind, value in d.identities) or "-",
+                "yes" if d.has_token else "no",
+            )
+            for d in found
+        ]
+        _table(("NAME", "IDENTITIES", "TOKEN"), rows)
+        return 0
+
+    return _accounts(args, work, writes=False)
+
+
+def _users_remove(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        accounts.remove_developer(conn, args.name)
+        print(f"removed developer {args.name}")
+        return 0
+
+    return _accounts(args, work)
+
+
+def _projects_list(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        found = accounts.list_projects(conn)
+        if not found:
+            print("no projects")
+            return 0
+        rows = [(p.name, "private" if p.private else "public", ", ".join(p.members) or "-") for p in found]
+        _table(("PROJECT", "VISIBILITY", "MEMBERS"), rows)
+        return 0
+
+    return _accounts(args, work, writes=False)
+
+
+def _projects_private(args: argparse.Namespace) -> int:
+    return _set_private(args, True)
+
+
+def _projects_public(args: argparse.Namespace) -> int:
+    return _set_private(args, False)
+
+
+def _set_private(args: argparse.Namespace, private: bool) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        accounts.set_private(conn, args.project, private)
+        if private:
+            found = accounts.members_of(conn, args.project)
+            who = ", ".join(found) if found else "no one yet (add some with projects add-member)"
+            print(f"{args.project} is private: visible to its members only: {who}")
+        else:
+            print(f"{args.project} is public: visible to everyone")
+        return 0
+
+    return _accounts(args, work)
+
+
+def _projects_members(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        found = accounts.members_of(conn, args.project)
+        print("\n".join(found) if found else f"{args.project} has no members")
+        return 0
+
+    return _accounts(args, work, writes=False)
+
+
+def _projects_add_member(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        added = accounts.add_member(conn, args.project, args.name)
+        print(f"{args.name} {'is now' if added else 'was already'} a member of {args.project}")
+        return 0
+
+    return _accounts(args, work)
+
+
+def _projects_remove_member(args: argparse.Namespace) -> int:
+    from buildnotify.store import accounts
+
+    def work(conn: Connection) -> int:
+        if not accounts.remove_member(conn, args.project, args.name):
+            print(f"buildnotify-cli: {args.name} is not a member of {args.project}", file=sys.stderr)
+            return 1
+        print(f"{args.name} is no longer a member of {args.project}")
+        return 0
+
+    return _accounts(args, work)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":
