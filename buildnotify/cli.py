@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http", metavar="ENDPOINT", help=f"webhook listener (default {configuration.DEFAULT_HTTP})"
     )
+    serve.add_argument(
+        "--pb", metavar="ENDPOINT", help=f"PB listener for clients (default {configuration.DEFAULT_PB})"
+    )
     serve.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     serve.set_defaults(run=_serve)
 
@@ -217,6 +220,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = _resolve(args, generate=True)
     if args.http:
         config = config.replace(http=args.http)
+    if args.pb:
+        config = config.replace(pb=args.pb)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -289,7 +289,12 @@ def test_serve_without_config_generates_one_and_reuses_it(tmp_path: Path, hubs) 
     env = cli_env(tmp_path)
     port = free_port()
     expected = tmp_path / "xdg-config" / "buildnotify" / "hub.toml"
-    hub = hubs(tmp_path, ["--http", f"tcp:{port}:interface=127.0.0.1"], port, env)
+    hub = hubs(
+        tmp_path,
+        ["--http", f"tcp:{port}:interface=127.0.0.1", "--pb", f"tcp:{free_port()}:interface=127.0.0.1"],
+        port,
+        env,
+    )
 
     hub.start().wait_ready()
     assert f"generated a config with fresh secrets at {expected}\n" in hub.output()
