@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ANONYMOUS, ICredentialsChecker
 from twisted.internet.defer import Deferred
-from twisted.spread import pb
+from twisted.spread import jelly, pb
 from zope.interface import implementer
 
+from buildnotify.hub.wire import refusal
 from buildnotify.store import accounts
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ class LoginGate(pb.Referenceable, pb._JellyableAvatarMixin):
     def __init__(self, service: PBService, broker: pb.Broker) -> None:
         self.service = service
         self.broker = broker
+
+    def remoteMessageReceived(self, broker: pb.Broker, message: str, args: Any, kw: Any) -> Any:  # noqa: N802
+        try:
+            return super().remoteMessageReceived(broker, message, args, kw)
+        except jelly.InsecureJelly as e:  # a clear error for the client, no traceback in our log
+            raise LoginFailed(refusal(e)) from None
 
     def _peer(self) -> str:
         peer = self.broker.transport.getPeer()

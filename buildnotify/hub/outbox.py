@@ -31,6 +31,7 @@ class Outbox:
         self._drained: list[Deferred[None]] = []
         self.closed = False
         self.overflowed = False
+        self.peak = 0  # the most messages ever waiting at once (for tests and metrics)
         broker.transport.registerProducer(self, True)
 
     @property
@@ -48,6 +49,7 @@ class Outbox:
             return
         if self._paused or self._waiting:
             self._waiting.append(message)
+            self.peak = max(self.peak, len(self._waiting))
             if len(self._waiting) > self.limit:
                 self.overflowed = True
                 self._on_overflow(self)

@@ -68,9 +68,7 @@ class DeveloperPerspective:
                 self.service.drop(old, "did not answer a ping; a new login took its place")
             else:
                 old.goodbye("signed in elsewhere")
-                self.service.reactor.callLater(
-                    settings.grace, self.service.drop, old, "replaced by a newer session"
-                )
+                self.service.later(settings.grace, self.service.drop, old, "replaced by a newer session")
         self.client = new
         await new.send_pending_alerts()
 
@@ -104,9 +102,13 @@ class Realm:
             session = DeveloperSession(service, developer, mind)
         if isinstance(session, ObserverSession):
             service.track(session)
-            await service.load_mutes(session)
-        if isinstance(session, DeveloperSession):
-            await service.developer(session.developer).attach(session)
+            try:
+                await service.load_mutes(session)
+                if isinstance(session, DeveloperSession):
+                    await service.developer(session.developer).attach(session)
+            except BaseException:
+                session.end("login refused")  # untrack it: no session, no pings
+                raise
         log.info("%s session for %s", session.kind, developer.name if developer else "anonymous")
         return pb.IPerspective, session, session.logout
 
@@ -130,6 +132,7 @@ class PBService:
         self._unsubscribe = store.subscribe(self.committed)
         self._heartbeat = LoopingCall(self._ping_everyone)
         self._heartbeat.clock = reactor
+        self._timers: set[Any] = set()  # pending drops and aborts, cancelled by stop()
 
     async def start(self) -> None:
         for claim in await self.store.read(_all_claims):
@@ -140,6 +143,9 @@ class PBService:
         self._unsubscribe()
         if self._heartbeat.running:
             self._heartbeat.stop()
+        for call in list(self._timers):
+            call.cancel()
+        self._timers.clear()
         for sessions in list(self.sessions.values()):
             for session in list(sessions):
                 self.drop(session, "the hub is shutting down")
@@ -196,6 +202,16 @@ class PBService:
 
     # -- dropping clients ------------------------------------------------------------
 
+    def later(self, delay: float, f: Any, *args: Any) -> None:
+        """``reactor.callLater``, but cancelled when the service stops."""
+
+        def run() -> None:
+            self._timers.discard(call)
+            f(*args)
+
+        call = self.reactor.callLater(delay, run)
+        self._timers.add(call)
+
     def drop(self, session: ObserverSession, reason: str) -> None:
         """Detach ``session`` whatever its client does; close its connection
         only if no other session uses it."""
@@ -222,7 +238,7 @@ class PBService:
         for session in sessions:
             transport.write(goodbye.for_object(session.mind.luid))
         transport.loseConnection()
-        self.reactor.callLater(self.settings.grace, _abort, transport)
+        self.later(self.settings.grace, _abort, transport)
 
     def _close(self, broker: pb.Broker) -> None:
         outbox = self.outboxes.pop(broker, None)

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.python.failure import Failure
-from twisted.spread import pb
+from twisted.spread import jelly, pb
 
 from buildnotify.events import BuildEvent, utcnow
 from buildnotify.hub.rooms import claim_wire
-from buildnotify.hub.wire import OneWayCall
+from buildnotify.hub.wire import OneWayCall, refusal
 from buildnotify.store import accounts, personal, queries
 from buildnotify.store.record import Alert
 
@@ -73,8 +73,11 @@ class Session(pb.Avatar):
         method = getattr(self, f"perspective_{message}", None)
         if method is None:
             raise NotAllowed(f"no method {message!r} on a {self.kind} session")
-        args = broker.unserialize(args, self)
-        kw = broker.unserialize(kw, self)
+        try:
+            args = broker.unserialize(args, self)
+            kw = broker.unserialize(kw, self)
+        except jelly.InsecureJelly as e:
+            raise NotAllowed(refusal(e)) from None
         result = method(*args, **kw)
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
@@ -249,6 +252,7 @@ class ObserverSession(Session):
         self.watching: set[str] = set()
         self._backlog: list[tuple[BuildEvent, OneWayCall]] | None = None  # live events held during catch-up
         self._watch_lock = DeferredLock()
+        self._last_id: int | None = None  # greatest event id pushed (or muted) here
 
     def deliver(self, call: OneWayCall) -> None:
         if self.ended is None:
@@ -257,7 +261,11 @@ class ObserverSession(Session):
     def deliver_event(self, event: BuildEvent, call: OneWayCall) -> None:
         if self._backlog is not None:
             self._backlog.append((event, call))
-        elif not self.service.is_muted(self, event.project):
+            return
+        if self._last_id is not None and event.id <= self._last_id:
+            return  # a replay pushed it already: its announcement came after the commit was visible
+        self._last_id = event.id
+        if not self.service.is_muted(self, event.project):
             self.deliver(call)
 
     def goodbye(self, reason: str) -> None:
@@ -338,6 +346,7 @@ class ObserverSession(Session):
                 if not self.service.is_muted(self, event.project):
                     self.deliver(OneWayCall("event", event.to_dict()))
                 last_sent = event.id
+                self._last_id = max(self._last_id or 0, event.id)
             replayed += len(page)
             if len(page) < CATCH_UP_PAGE:
                 break

@@ -82,6 +82,14 @@ class OneWayCall:
         return _LIST_OF_7 + _MESSAGE_REQUEST_0 + _ENCODER.encode(object_id) + self._tail
 
 
+def refusal(error: jelly.InsecureJelly) -> str:
+    """What to tell a client whose arguments held a type we do not unjelly."""
+    what = error.args[0] if error.args else "?"
+    if isinstance(what, bytes):
+        what = what.decode("utf-8", "replace")
+    return f"only plain data is accepted; refused to unjelly {what}"
+
+
 def plain(data: Mapping[str, Any]) -> dict[str, Any]:
     """A dict as it goes on the wire (a copy, so later changes do not leak)."""
     return dict(data)

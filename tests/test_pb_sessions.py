@@ -1,0 +1,457 @@
+"""PB sessions over real loopback TCP: a developer's second login (kick-old,
+refuse-new), resume without gap or duplicate, slow and dead clients, jelly
+security, login refusals and mutes."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.spread import jelly, pb
+
+from buildnotify.hub import sessions
+from buildnotify.hub.outbox import Outbox
+from buildnotify.hub.wire import SECURITY
+from tests.pbclient import Client, RecordingMind, add_developer, pause, wait_until
+from tests.test_pb import AUTHOR, PBTestCase
+
+WIDGET, GADGET = "acme/widget", "acme/gadget"
+
+
+def closed(client: Client) -> bool:
+    """Whether the hub (or we) closed this client's connection."""
+    return bool(client.broker.disconnected)
+
+
+def remote_type(error: pb.RemoteError) -> str:
+    kind = error.remoteType
+    return kind.decode() if isinstance(kind, bytes) else kind
+
+
+def ended(failure: BaseException) -> bool:
+    """A call on a dropped session fails with SessionEnded, or with a lost
+    connection when the hub closed it."""
+    return isinstance(failure, (pb.RemoteError, pb.DeadReferenceError, pb.PBConnectionLost))
+
+
+class KickOldTests(PBTestCase):
+    """The default policy: the newest login of a developer wins."""
+
+    GRACE = 0.3
+
+    async def two_logins(
+        self,
+    ) -> tuple[Client, pb.RemoteReference, RecordingMind, pb.RemoteReference, RecordingMind]:
+        await self.start(grace=self.GRACE)
+        self.token = await add_developer(self.store, "alice", logins=["alice"])
+        old_mind, new_mind = RecordingMind(), RecordingMind()
+        old_client = await self.client()
+        old = await old_client.login("alice", self.token, old_mind)
+        await old.callRemote("watch", [WIDGET])
+        self.assertEqual(await old.callRemote("ping"), "pong")
+        new = await (await self.client()).login("alice", self.token, new_mind)
+        await new.callRemote("watch", [WIDGET])
+        await wait_until(lambda: old_mind.goodbyes, timeout=5, what="goodbye to the old client")
+        self.assertEqual(old_mind.goodbyes, ["signed in elsewhere"])
+        self.assertEqual(new_mind.goodbyes, [])
+        return old_client, old, old_mind, new, new_mind
+
+    async def test_the_old_client_is_told_and_alerts_go_to_the_new_one(self) -> None:
+        old_client, old, old_mind, new, new_mind = await self.two_logins()
+        broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
+        await wait_until(lambda: new_mind.alerts, timeout=5, what="the alert on the new client")
+        await pause(0.1)
+        self.assertEqual([a["event"]["id"] for a in new_mind.alerts], [broke])
+        self.assertEqual(old_mind.alerts, [])
+        # after the grace period the old one is detached and, alone on its
+        # connection, disconnected
+        await wait_until(lambda: closed(old_client), timeout=5, what="the old connection to close")
+        self.assertEqual(await new.callRemote("ping"), "pong")
+        fixed = await self.hub.build(WIDGET, 2, "success", author=AUTHOR)
+        await wait_until(lambda: len(new_mind.alerts) == 2, timeout=5, what="the second alert")
+        self.assertEqual([a["event"]["id"] for a in new_mind.alerts], [broke, fixed])
+        self.assertEqual(new_mind.event_ids, [broke, fixed])
+        self.assertNotIn(fixed, old_mind.event_ids)
+        self.assertEqual(old_mind.alerts, [])
+
+    async def test_a_client_that_ignores_goodbye_is_cut_off_after_the_grace(self) -> None:
+        old_client, old, old_mind, new, new_mind = await self.two_logins()
+        answered, failures = 0, []
+        started = reactor.seconds()
+        while not failures and reactor.seconds() - started < 5:
+            try:
+                await old.callRemote("ping")
+                answered += 1
+            except Exception as e:
+                failures.append(e)
+            await pause(0.02)
+        self.assertEqual(len(failures), 1, "the old session kept working past the grace")
+        self.assertTrue(ended(failures[0]), repr(failures[0]))
+        if isinstance(failures[0], pb.RemoteError):  # the call beat the hub closing the connection
+            self.assertIn("replaced by a newer session", str(failures[0]))
+        self.assertGreater(answered, 0)  # it did work during the grace
+        self.assertGreaterEqual(reactor.seconds() - started, self.GRACE / 2)
+        await wait_until(lambda: closed(old_client), timeout=5, what="the old connection to close")
+        with self.assertRaises(pb.DeadReferenceError):
+            await old.callRemote("ping")
+        self.assertEqual(await new.callRemote("ping"), "pong")
+
+    async def test_a_connection_shared_with_another_session_stays_open(self) -> None:
+        await self.start(grace=self.GRACE)
+        token = await add_developer(self.store, "alice", logins=["alice"])
+        shared = await self.client()
+        old_mind, watcher_mind, new_mind = RecordingMind(), RecordingMind(), RecordingMind()
+        old = await shared.login("alice", token, old_mind)
+        watcher = await shared.anonymous(watcher_mind)
+        await old.callRemote("watch", [WIDGET])
+        await watcher.callRemote("watch", [WIDGET])
+        new = await (await self.client()).login("alice", token, new_mind)
+        await wait_until(lambda: old_mind.goodbyes, timeout=5, what="goodbye")
+        self.assertEqual(old_mind.goodbyes, ["signed in elsewhere"])
+        started = reactor.seconds()
+        error: pb.RemoteError | None = None
+        while error is None and reactor.seconds() - started < 5:
+            try:
+                await old.callRemote("history", WIDGET)
+            except pb.RemoteError as e:
+                error = e
+            await pause(0.02)
+        assert error is not None, "the old session kept working past the grace"
+        self.assertIn("replaced by a newer session", str(error))
+        self.assertEqual(remote_type(error), "buildnotify.hub.sessions.SessionEnded")
+        for method in ("ping", "whoami", "alerts"):
+            with self.assertRaises(pb.RemoteError) as refused:
+                await old.callRemote(method)
+            self.assertIn("replaced by a newer session", str(refused.exception))
+        self.assertFalse(closed(shared))
+        self.assertEqual(await watcher.callRemote("ping"), "pong")
+        event_id = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
+        await wait_until(lambda: watcher_mind.events and new_mind.alerts, timeout=5, what="event and alert")
+        await pause(0.1)
+        self.assertEqual(watcher_mind.event_ids, [event_id])
+        self.assertEqual(old_mind.events, [])  # detached from the room too
+        self.assertEqual(old_mind.alerts, [])
+        self.assertEqual([a["event"]["id"] for a in new_mind.alerts], [event_id])
+        self.assertEqual(await new.callRemote("ping"), "pong")
+        self.assertFalse(closed(shared))
+
+
+class RefuseNewTests(PBTestCase):
+    async def test_a_second_login_is_refused_while_the_first_answers(self) -> None:
+        await self.start(login_policy="refuse-new", ping_timeout=2.0, heartbeat=0.2)
+        token = await add_developer(self.store, "alice", logins=["alice"])
+        first_mind, refused_mind = RecordingMind(), RecordingMind()
+        first = await (await self.client()).login("alice", token, first_mind)
+        second_client = await self.client()
+        with self.assertRaises(pb.RemoteError) as refused:
+            await second_client.login("alice", token, refused_mind)
+        self.assertEqual(remote_type(refused.exception), "buildnotify.hub.auth.LoginFailed")
+        self.assertIn("alice is already signed in from another client", str(refused.exception))
+        self.assertGreaterEqual(first_mind.pings, 1)
+        self.assertEqual(first_mind.goodbyes, [])
+        self.assertEqual(await first.callRemote("ping"), "pong")
+        broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
+        await wait_until(lambda: first_mind.alerts, timeout=5, what="the alert on the first client")
+        # heartbeats go on; the refused login has no session, so its mind is
+        # never called
+        pings = first_mind.pings
+        await wait_until(lambda: first_mind.pings >= pings + 3, timeout=5, what="heartbeats")
+        self.assertEqual([a["event"]["id"] for a in first_mind.alerts], [broke])
+        self.assertEqual(
+            (refused_mind.pings, refused_mind.alerts, refused_mind.goodbyes),
+            (0, [], []),
+            "refused mind was called",
+        )
+        self.assertFalse(closed(second_client))
+
+    async def test_a_hung_first_client_is_replaced_after_the_ping_timeout(self) -> None:
+        await self.start(login_policy="refuse-new", ping_timeout=0.3)
+        token = await add_developer(self.store, "alice", logins=["alice"])
+        hung_mind, new_mind = RecordingMind(answer_pings=False), RecordingMind()
+        hung_client = await self.client()
+        hung = await hung_client.login("alice", token, hung_mind)
+        await hung.callRemote("watch", [WIDGET])
+        started = reactor.seconds()
+        new = await (await self.client()).login("alice", token, new_mind)
+        took = reactor.seconds() - started
+        self.assertGreaterEqual(took, 0.25)  # it waited for the ping
+        self.assertLess(took, 5)
+        self.assertEqual(hung_mind.pings, 1)
+        await wait_until(lambda: closed(hung_client), timeout=5, what="the hung client to be dropped")
+        broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
+        await wait_until(lambda: new_mind.alerts, timeout=5, what="the alert on the new client")
+        self.assertEqual([a["event"]["id"] for a in new_mind.alerts], [broke])
+        self.assertEqual(hung_mind.alerts, [])
+        self.assertEqual(await new.callRemote("ping"), "pong")
+
+
+class ResumeTests(PBTestCase):
+    """A client that reconnects with the last id it saw gets every event of
+    its projects exactly once, in id order."""
+
+    async def resume(self, away: int) -> dict[str, Any]:
+        numbers = itertools.count(1)
+
+        async def post(project: str = WIDGET) -> int:
+            number = next(numbers)
+            return await self.hub.build(project, number, "failure" if number % 3 else "success")
+
+        first_mind, second_mind = RecordingMind(), RecordingMind()
+        first_client = await self.client()
+        first = await first_client.anonymous(first_mind)
+        await first.callRemote("watch", [WIDGET], None)
+        for _ in range(5):
+            await post()
+            await post(GADGET)  # ids of other projects in between
+        await wait_until(lambda: len(first_mind.events) == 5, timeout=5, what="the first events")
+        first_client.disconnect()
+        await wait_until(lambda: closed(first_client), timeout=5, what="the disconnect")
+        for _ in range(away):
+            await post()
+        await post(GADGET)
+
+        done, during = False, []
+
+        async def keep_posting() -> None:
+            while not done:
+                during.append(await post())
+                await post(GADGET)
+            for _ in range(3):
+                during.append(await post())
+
+        poster = Deferred.fromCoroutine(keep_posting())
+        await wait_until(lambda: during, timeout=5, what="posting to start")
+        second = await (await self.client()).anonymous(second_mind)
+        answer = await second.callRemote("watch", [WIDGET], first_mind.event_ids[-1])
+        done = True
+        await poster
+        stored = [e.id for e in await self.hub.events(WIDGET)]
+        await wait_until(lambda: stored[-1] in second_mind.event_ids, timeout=10, what="the last event")
+        await pause(0.2)  # room for a duplicate to show up
+        self.assertEqual(first_mind.event_ids + second_mind.event_ids, stored)
+        self.assertGreater(len(during), 3)  # events were committed during the reconnect
+        self.assertGreaterEqual(answer["replayed"], away)
+        self.assertEqual({e["project"] for e in second_mind.events}, {WIDGET})
+        return answer
+
+    async def test_resume_during_a_stream_of_events(self) -> None:
+        await self.start()
+        await self.resume(away=10)
+
+    async def test_resume_pages_through_a_long_absence(self) -> None:
+        self.patch(sessions, "CATCH_UP_PAGE", 4)
+        await self.start()
+        answer = await self.resume(away=23)
+        self.assertGreater(answer["replayed"], 4 * 5)
+
+    async def test_resume_when_events_are_announced_after_other_readers_see_them(self) -> None:
+        """Across hub nodes an event is visible in the database before its
+        notification arrives; it must still be pushed once."""
+        await self.start()
+        announce = self.store._announce
+        self.patch(
+            self.store,
+            "_announce",
+            lambda recorded: (reactor.callLater(0.05, announce, recorded), recorded)[1],
+        )
+        await self.resume(away=10)
+        await pause(0.1)  # let the last delayed announcements run before the hub stops
+
+
+class SlowConsumerTests(PBTestCase):
+    async def test_a_client_that_stops_reading_is_evicted_and_others_get_everything(self) -> None:
+        limit = 20
+        await self.start(queue_limit=limit)
+        service = self.hub.hub.service
+        slow_mind, reader_mind = RecordingMind(), RecordingMind()
+        slow_client = await self.client()
+        slow = await slow_client.anonymous(slow_mind)
+        await slow.callRemote("watch", [WIDGET])
+        reader = await (await self.client()).anonymous(reader_mind)
+        await reader.callRemote("watch", [WIDGET])
+        local_port = slow_client.broker.transport.getHost().port
+        [outbox] = [o for o in service.outboxes.values() if o.broker.transport.getPeer().port == local_port]
+        [session] = list(service.sessions[outbox.broker])
+        self.assertIsInstance(outbox, Outbox)
+
+        slow_client.broker.transport.pauseProducing()  # stop reading the socket
+        url = "https://ci.example.com/" + "x" * 256 * 1024
+        posted: list[int] = []
+        for number in range(1, 300):
+            if session.ended is not None:
+                break
+            posted.append(await self.hub.build(WIDGET, number, "failure", url=url))
+        self.assertEqual(session.ended, "too slow")
+        self.assertTrue(outbox.overflowed)
+        self.assertLessEqual(outbox.peak, limit + 1)
+        self.assertGreater(outbox.peak, 0)
+        for number in range(1000, 1005):  # the others go on
+            posted.append(await self.hub.build(WIDGET, number, "success", url="https://ci.example.com/ok"))
+        await wait_until(
+            lambda: len(reader_mind.events) == len(posted), timeout=20, what="the reader's events"
+        )
+        self.assertEqual(reader_mind.event_ids, posted)
+        self.assertEqual(await reader.callRemote("ping"), "pong")
+        # reading again, the slow client finds goodbye("too slow") at the end,
+        # then the hub closes the connection
+        slow_client.broker.transport.resumeProducing()
+        await wait_until(
+            lambda: closed(slow_client), timeout=10, what="the slow client's connection to close"
+        )
+        self.assertEqual(slow_mind.goodbyes, ["too slow"])
+        self.assertLess(len(slow_mind.events), len(posted))
+        self.assertEqual(slow_mind.event_ids, posted[: len(slow_mind.events)])  # a prefix, in order
+
+
+class HeartbeatTests(PBTestCase):
+    async def test_a_client_that_never_answers_a_ping_is_dropped(self) -> None:
+        await self.start(heartbeat=0.2, ping_timeout=0.2)
+        hung_mind, healthy_mind = RecordingMind(answer_pings=False), RecordingMind()
+        hung_client, healthy_client = await self.client(), await self.client()
+        hung = await hung_client.anonymous(hung_mind)
+        healthy = await healthy_client.anonymous(healthy_mind)
+        await hung.callRemote("watch", [WIDGET])
+        await healthy.callRemote("watch", [WIDGET])
+        await wait_until(lambda: closed(hung_client), timeout=5, what="the hung client to be dropped")
+        self.assertGreaterEqual(hung_mind.pings, 1)
+        pings = healthy_mind.pings
+        await wait_until(lambda: healthy_mind.pings >= pings + 3, timeout=5, what="more heartbeats")
+        self.assertFalse(closed(healthy_client))
+        event_id = await self.hub.build(WIDGET, 1, "failure")
+        await wait_until(lambda: healthy_mind.events, timeout=5, what="the event")
+        self.assertEqual(healthy_mind.event_ids, [event_id])
+        self.assertEqual(hung_mind.events, [])
+        self.assertEqual(await healthy.callRemote("ping"), "pong")
+
+
+class Smuggled(pb.Copyable, pb.RemoteCopy):
+    """A type of the client's own; the hub must not unjelly it."""
+
+    def __init__(self) -> None:
+        self.command = "rm -rf /"
+
+
+pb.setUnjellyableForClass(Smuggled, Smuggled)  # registered, as a client would
+
+
+class JellySecurityTests(PBTestCase):
+    async def test_a_foreign_type_is_refused_and_the_connection_keeps_working(self) -> None:
+        await self.start()
+        mind = RecordingMind()
+        client = await self.client()
+        perspective = await client.anonymous(mind)
+        for args in [(Smuggled(),), ([WIDGET, Smuggled()],), (None, {"nested": [Smuggled()]})]:
+            with self.assertRaises(pb.RemoteError) as refused:
+                await perspective.callRemote("watch", *args)
+            self.assertIn("refused to unjelly tests.test_pb_sessions.Smuggled", str(refused.exception))
+            self.assertEqual(remote_type(refused.exception), "buildnotify.hub.sessions.NotAllowed")
+            self.assertEqual(await perspective.callRemote("ping"), "pong")
+        with self.assertRaises(pb.RemoteError) as refused:  # the root object refuses it too
+            await client.login(Smuggled(), "token", None)  # type: ignore[arg-type]
+        self.assertIn("refused to unjelly tests.test_pb_sessions.Smuggled", str(refused.exception))
+        self.assertEqual(remote_type(refused.exception), "buildnotify.hub.auth.LoginFailed")
+        self.assertFalse(closed(client))
+        await perspective.callRemote("watch", [WIDGET])
+        event_id = await self.hub.build(WIDGET, 1, "failure")
+        await wait_until(lambda: mind.events, timeout=5, what="the event")
+        self.assertEqual(mind.event_ids, [event_id])
+
+    def test_only_pb_and_plain_types_are_allowed(self) -> None:
+        for name in (b"os.system", b"buildnotify.events.BuildEvent", b"tests.test_pb_sessions.Smuggled"):
+            self.assertFalse(SECURITY.isTypeAllowed(name), name)
+            self.assertFalse(SECURITY.isTypeAllowed(name.decode()), name)
+        for name in (b"twisted.spread.pb.CopyableFailure", b"remote", b"local", b"dictionary", b"list"):
+            self.assertTrue(SECURITY.isTypeAllowed(name), name)
+        self.assertTrue(jelly.SecurityOptions().isTypeAllowed(b"os.system"))  # why ours is stricter
+
+
+class LoginTests(PBTestCase):
+    async def test_wrong_tokens_then_a_throttle(self) -> None:
+        await self.start(login_failures=3, login_window=1.0)
+        token = await add_developer(self.store, "alice", logins=["alice"])
+        client = await self.client()
+        for name, attempt in [("alice", "wrong"), ("nobody", token), ("alice", token + "x")]:
+            with self.assertRaises(pb.RemoteError) as refused:
+                await client.login(name, attempt, None)
+            self.assertIn("unknown developer or wrong token", str(refused.exception))
+            self.assertNotIn(token, str(refused.exception))  # never echoes a token
+        for _ in range(2):  # even the right token, from any connection of the address
+            with self.assertRaises(pb.RemoteError) as throttled:
+                await (await self.client()).login("alice", token, None)
+            self.assertIn("too many failed logins from 127.0.0.1", str(throttled.exception))
+        await pause(1.1)  # the window passes
+        session = await client.login("alice", token, None)
+        self.assertEqual((await session.callRemote("whoami"))["developer"], "alice")
+
+    async def test_anonymous_access_can_be_turned_off(self) -> None:
+        await self.start(anonymous=False)
+        client = await self.client()
+        for mind in (RecordingMind(), None):
+            with self.assertRaises(pb.RemoteError) as refused:
+                await client.anonymous(mind)
+            self.assertIn("anonymous access is turned off on this hub", str(refused.exception))
+        token = await add_developer(self.store, "alice")
+        session = await client.login("alice", token, None)
+        self.assertEqual(await session.callRemote("ping"), "pong")
+
+
+class MuteTests(PBTestCase):
+    async def test_a_muted_project_is_not_pushed_and_its_alerts_wait(self) -> None:
+        await self.start()
+        token = await add_developer(self.store, "alice", logins=["alice"])
+        mind = RecordingMind()
+        client = await self.client()
+        alice = await client.login("alice", token, mind)
+        await alice.callRemote("watch", [WIDGET, GADGET])
+        muted = await alice.callRemote("mute", WIDGET)
+        self.assertEqual(muted["project"], WIDGET)
+        broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
+        marker = await self.hub.build(GADGET, 1, "failure")  # not muted: arrives
+        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
+        await pause(0.2)
+        self.assertEqual((mind.event_ids, mind.alerts), ([marker], []))
+        self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [broke])
+        self.assertIsNotNone((await alice.callRemote("settings"))[WIDGET]["muted_until"])
+
+        # still muted after reconnecting: the pending alert is not pushed
+        client.disconnect()
+        mind = RecordingMind()
+        client = await self.client()
+        alice = await client.login("alice", token, mind)
+        await alice.callRemote("watch")
+        still = await self.hub.build(WIDGET, 2, "failure", author=AUTHOR)
+        marker = await self.hub.build(GADGET, 2, "failure")
+        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
+        await pause(0.2)
+        self.assertEqual((mind.event_ids, mind.alerts), ([marker], []))
+
+        self.assertTrue(await alice.callRemote("unmute", WIDGET))
+        again = await self.hub.build(WIDGET, 3, "failure", author=AUTHOR)
+        await wait_until(lambda: again in mind.event_ids and mind.alerts, timeout=5, what="event and alert")
+        await pause(0.1)
+        self.assertEqual(mind.event_ids, [marker, again])
+        self.assertEqual([a["event"]["id"] for a in mind.alerts], [again])
+        self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [broke, still, again])
+
+    async def test_a_mute_for_some_minutes_runs_out(self) -> None:
+        await self.start()
+        token = await add_developer(self.store, "alice", logins=["alice"])
+        mind = RecordingMind()
+        alice = await (await self.client()).login("alice", token, mind)
+        await alice.callRemote("watch", [WIDGET, GADGET])
+        await alice.callRemote("mute", WIDGET, 0.02)  # 1.2 s
+        until = reactor.seconds() + 1.2
+        hidden = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
+        marker = await self.hub.build(GADGET, 1, "failure")
+        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
+        await pause(0.1)
+        self.assertEqual(mind.event_ids, [marker])
+        await pause(max(0.0, until - reactor.seconds()) + 0.1)
+        shown = await self.hub.build(WIDGET, 2, "failure", author=AUTHOR)
+        await wait_until(lambda: shown in mind.event_ids and mind.alerts, timeout=5, what="event and alert")
+        self.assertEqual(mind.event_ids, [marker, shown])
+        self.assertEqual([a["event"]["id"] for a in mind.alerts], [shown])
+        self.assertEqual(len(await alice.callRemote("alerts")), 2)
+        self.assertNotIn(hidden, mind.event_ids)
