@@ -8,7 +8,7 @@ import itertools
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.spread import jelly, pb
 
 from buildnotify.hub import sessions
@@ -137,8 +137,45 @@ class KickOldTests(PBTestCase):
         self.assertEqual(await new.callRemote("ping"), "pong")
         self.assertFalse(closed(shared))
 
+    async def test_a_connection_shared_with_a_clientless_session_stays_open(self) -> None:
+        await self.start(grace=self.GRACE)
+        token = await add_developer(self.store, "alice", logins=["alice"])
+        shared = await self.client()
+        old = await shared.login("alice", token, RecordingMind())
+        script = await shared.login("alice", token, None)  # a clientless session on the same connection
+        await old.callRemote("watch", [WIDGET])
+        await (await self.client()).login("alice", token, RecordingMind())
+        await wait_until(lambda: self._ended(old), timeout=5, what="the old session to be detached")
+        self.assertFalse(closed(shared))
+        self.assertEqual(await script.callRemote("ping"), "pong")
+
+    def _ended(self, perspective: pb.RemoteReference) -> bool:
+        sessions = [s for on_broker in self.hub.hub.service.sessions.values() for s in on_broker]
+        return (
+            not any(s.developer and s.kind == "developer" and s.ended for s in sessions)
+            and len(sessions) == 1
+        )
+
 
 class RefuseNewTests(PBTestCase):
+    async def test_two_logins_racing_a_hung_client_do_not_both_win(self) -> None:
+        await self.start(login_policy="refuse-new", ping_timeout=0.3)
+        token = await add_developer(self.store, "alice", logins=["alice"])
+        hung = await (await self.client()).login("alice", token, RecordingMind(answer_pings=False))
+        first, second = await self.client(), await self.client()
+        racing = [
+            Deferred.fromCoroutine(client.login("alice", token, RecordingMind()))
+            for client in (first, second)
+        ]
+        results = await DeferredList(
+            racing, consumeErrors=True
+        )  # holds the perspectives: dropping one logs out
+        outcomes = ["in" if ok else str(value.value) for ok, value in results]
+        self.assertEqual(outcomes.count("in"), 1, outcomes)
+        self.assertIn("already signed in", [o for o in outcomes if o != "in"][0])
+        with self.assertRaises((pb.RemoteError, pb.DeadReferenceError)):  # the hung one was dropped
+            await hung.callRemote("ping")
+
     async def test_a_second_login_is_refused_while_the_first_answers(self) -> None:
         await self.start(login_policy="refuse-new", ping_timeout=2.0, heartbeat=0.2)
         token = await add_developer(self.store, "alice", logins=["alice"])

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.spread import jelly, pb
 from zope.interface import implementer
 
+from buildnotify.hub.sessions import ClientlessSession
 from buildnotify.hub.wire import refusal
 from buildnotify.store import accounts
 
@@ -123,15 +124,21 @@ class LoginGate(pb.Referenceable, pb._JellyableAvatarMixin):
             failure.raiseException()
 
         d.addErrback(refused)
-        d.addCallback(self._cbLogin)
+        d.addCallback(self._logged_in)
         return d
 
     def remote_loginAnonymous(self, mind: pb.RemoteReference | None = None) -> Deferred:  # noqa: N802
         if not self.service.settings.anonymous:
             raise LoginFailed("anonymous access is turned off on this hub")
         d = self.service.portal.login(credentials.Anonymous(), mind, pb.IPerspective)
-        d.addCallback(self._cbLogin)
+        d.addCallback(self._logged_in)
         return d
+
+    def _logged_in(self, result: tuple[Any, Any, Any]) -> Any:
+        _, avatar, _ = result
+        if isinstance(avatar, ClientlessSession):
+            self.service.clientless_login(self.broker, avatar)
+        return self._cbLogin(result)
 
 
 @implementer(pb.IPBRoot)

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.spread import pb
 from zope.interface import implementer
@@ -54,8 +54,14 @@ class DeveloperPerspective:
         self.service = service
         self.developer = developer
         self.client: DeveloperSession | None = None
+        self._attaching = DeferredLock()
 
-    async def attach(self, new: DeveloperSession) -> None:
+    def attach(self, new: DeveloperSession) -> Deferred[None]:
+        """One login at a time: two logins racing a dead client's ping must
+        not both become the client."""
+        return self._attaching.run(lambda: Deferred.fromCoroutine(self._attach(new)))
+
+    async def _attach(self, new: DeveloperSession) -> None:
         old = self.client
         if old is not None and old.ended is None:
             settings = self.service.settings
@@ -123,6 +129,7 @@ class PBService:
         self.developers: dict[str, DeveloperPerspective] = {}
         self.outboxes: dict[pb.Broker, Outbox] = {}
         self.sessions: dict[pb.Broker, set[ObserverSession]] = {}
+        self.clientless: dict[pb.Broker, int] = {}  # mindless sessions per connection
         self.mutes: dict[str, dict[str, datetime]] = {}  # developer -> project -> until
         self.throttle = LoginThrottle(reactor, settings.login_failures, settings.login_window)
         checkers: list[Any] = [TokenChecker(store)]
@@ -219,8 +226,22 @@ class PBService:
             return
         log.info("dropping %s session of %s: %s", session.kind, _who(session), reason)
         session.end(reason)
-        if not self.sessions.get(session.broker):
+        if not self.sessions.get(session.broker) and not self.clientless.get(session.broker):
             self._close(session.broker)
+
+    def clientless_login(self, broker: pb.Broker, session: Session) -> None:
+        """Count a mindless session on ``broker``, so that dropping another
+        session never closes a connection it still uses."""
+        self.clientless[broker] = self.clientless.get(broker, 0) + 1
+
+        def gone() -> None:
+            left = self.clientless.get(broker, 0) - 1
+            if left > 0:
+                self.clientless[broker] = left
+            else:
+                self.clientless.pop(broker, None)
+
+        session.on_end = gone
 
     def _too_slow(self, outbox: Outbox) -> None:
         """A client stopped reading: drop its sessions, put goodbye("too

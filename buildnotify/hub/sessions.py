@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,7 @@ class Session(pb.Avatar):
         self.service = service
         self.developer = developer
         self.ended: str | None = None
+        self.on_end: Callable[[], None] | None = None
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -90,6 +91,8 @@ class Session(pb.Avatar):
     def end(self, reason: str) -> None:
         if self.ended is None:
             self.ended = reason
+            if self.on_end is not None:
+                self.on_end()
 
     @property
     def developer_id(self) -> int | None:
