@@ -10,7 +10,6 @@ observer's message: fan-out costs a memcpy per observer, not a jelly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from io import BytesIO
 from typing import Any
 
@@ -88,8 +87,3 @@ def refusal(error: jelly.InsecureJelly) -> str:
     if isinstance(what, bytes):
         what = what.decode("utf-8", "replace")
     return f"only plain data is accepted; refused to unjelly {what}"
-
-
-def plain(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A dict as it goes on the wire (a copy, so later changes do not leak)."""
-    return dict(data)
