@@ -56,7 +56,7 @@ class Hub:
                 log.warning("%s: no secret configured; accepting unauthenticated webhooks", name)
         store = Store.open(config.database, reactor)
         service = PBService(store, config.session, reactor)
-        site = make_site(PROVIDERS, config.providers, store.record, config.max_body)
+        site = make_site(PROVIDERS, config.providers, store.record, config.max_body, store=store)
         ports: list[IListeningPort] = []
         try:
             await service.start()

@@ -18,8 +18,9 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from buildnotify.events import utcnow
+from buildnotify.feeds.cctray import CCTrayResource
 from buildnotify.ingest.base import Delivery, HookError, HookRequest, Ignored, Provider, ProviderConfig
-from buildnotify.store import Recorded
+from buildnotify.store import Recorded, Store
 
 log = logging.getLogger("buildnotify.ingest")
 
@@ -224,8 +225,16 @@ class HubSite(server.Site):
 
 
 def make_site(
-    providers: Mapping[str, Provider], configs: Mapping[str, ProviderConfig], record: Record, max_body: int
+    providers: Mapping[str, Provider],
+    configs: Mapping[str, ProviderConfig],
+    record: Record,
+    max_body: int,
+    *,
+    store: Store | None = None,
 ) -> HubSite:
+    """``/hooks/<provider>``; with ``store``, also ``/cctray.xml`` (read from it)."""
     root = Root()
     root.putChild(b"hooks", HooksResource(providers, configs, record))
+    if store is not None:
+        root.putChild(b"cctray.xml", CCTrayResource(store))
     return HubSite(root, max_body)
