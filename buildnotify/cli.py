@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _users_parser(sub)
     _projects_parser(sub)
+    from buildnotify.client.watch import add_parser as _watch_parser  # the client's front end
+
+    _watch_parser(sub)
     return parser
 
 

@@ -328,6 +328,9 @@ class ObserverSession(Session):
                 self.deliver_event(event, call)
                 last_sent = event.id
         low, high = await self.service.store.read(queries.id_range)
+        await self.outbox.drained()  # the answer must not overtake the events it reports
+        if self.ended is not None:
+            raise SessionEnded(f"this session has ended: {self.ended}")
         return {
             "watching": sorted(self.watching),
             "replayed": replayed,
@@ -340,10 +343,15 @@ class ObserverSession(Session):
         }
 
     async def _replay(self, since: int) -> tuple[int, int]:
+        """Send the stored events after ``since`` in pages no larger than half
+        the client's queue, each once the previous one has been taken, so a
+        long absence never makes the client look too slow."""
         replayed, last_sent = 0, int(since)
+        size = max(1, min(CATCH_UP_PAGE, self.service.settings.queue_limit // 2))
         while self.ended is None:
+            await self.outbox.drained()
             page = await self.service.store.read(
-                queries.history, after_id=last_sent, projects=sorted(self.watching), limit=CATCH_UP_PAGE
+                queries.history, after_id=last_sent, projects=sorted(self.watching), limit=size
             )
             for event in page:
                 if not self.service.is_muted(self, event.project):
@@ -351,9 +359,8 @@ class ObserverSession(Session):
                 last_sent = event.id
                 self._last_id = max(self._last_id or 0, event.id)
             replayed += len(page)
-            if len(page) < CATCH_UP_PAGE:
+            if len(page) < size:
                 break
-            await self.outbox.drained()  # pace the replay to what the client reads
         return replayed, last_sent
 
     def perspective_unwatch(self, projects: list[str]) -> list[str]:

@@ -1,0 +1,74 @@
+"""Where a client's event stream stands, kept on disk per hub and user so a
+restarted client resumes from the last event it saw.
+
+One small JSON file per (hub, user) under the user's state directory
+(``$XDG_STATE_HOME/buildnotify/`` on Linux), replaced atomically: a crash
+leaves either the old or the new position, never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+ANONYMOUS = "anonymous"
+
+
+def default_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir("buildnotify"))
+
+
+def state_file_name(hub: str, user: str | None) -> str:
+    """``tcp:127.0.0.1:8787`` + ``ada`` -> ``tcp_127.0.0.1_8787-ada.json``."""
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._@-]+", "_", text).strip("_") or "_"
+
+    return f"{safe(hub)}-{safe(user or ANONYMOUS)}.json"
+
+
+class ResumeFile:
+    """The last event id seen from one hub by one user (``None``: none yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_hub(cls, hub: str, user: str | None, directory: Path | None = None) -> ResumeFile:
+        return cls((directory or default_state_dir()) / state_file_name(hub, user))
+
+    def load(self) -> int | None:
+        """The saved position; ``None`` when there is none or the file is
+        unreadable (a damaged file means starting live, not crashing)."""
+        try:
+            data: Any = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        last_id = data.get("last_id") if isinstance(data, dict) else None
+        if isinstance(last_id, int) and not isinstance(last_id, bool) and last_id >= 0:
+            return last_id
+        return None
+
+    def save(self, last_id: int, **extra: Any) -> None:
+        """Write atomically: a temporary file in the same directory, fsynced,
+        then renamed over the old one."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"last_id": last_id, **extra}, f)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise

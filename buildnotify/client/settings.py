@@ -1,0 +1,138 @@
+"""Client defaults: the client config file and where the token comes from.
+
+``~/.config/buildnotify/client.toml`` (the platform's user config directory),
+every key optional::
+
+    hub = "tls:hub.example.com:8787"
+    user = "ada"
+    token_file = "~/.config/buildnotify/token"
+    projects = ["acme/widget", "acme/gadget"]
+
+The token is never in the config file itself: it comes from an argument,
+a token file, or ``BUILDNOTIFY_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+DEFAULT_HUB = "tcp:127.0.0.1:8787"
+TOKEN_VARIABLE = "BUILDNOTIFY_TOKEN"
+CONFIG_VARIABLE = "BUILDNOTIFY_CLIENT_CONFIG"
+
+
+class ClientConfigError(Exception):
+    """A problem with the client's config or token, worded for its user."""
+
+
+def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    if environ.get(CONFIG_VARIABLE):
+        return Path(environ[CONFIG_VARIABLE])
+    return Path(platformdirs.user_config_dir("buildnotify")) / "client.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    hub: str = DEFAULT_HUB
+    user: str | None = None
+    token_file: Path | None = None
+    projects: tuple[str, ...] = ()
+    path: Path | None = None  # where it was read from, if anywhere
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> ClientConfig:
+    """Read the client config; a missing default file means all defaults
+    (a missing file named explicitly is an error)."""
+    explicit = path is not None or bool(environ.get(CONFIG_VARIABLE))
+    path = path or default_config_path(environ)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if explicit:
+            raise ClientConfigError(f"{path}: no such client config file") from None
+        return ClientConfig()
+    except OSError as e:
+        raise ClientConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ClientConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: Mapping[str, Any], path: Path | None = None) -> ClientConfig:
+    where = str(path) if path else "client config"
+    allowed = {"hub", "user", "token_file", "projects"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ClientConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(allowed)}"
+        )
+    for key in ("hub", "user", "token_file"):
+        if key in data and not (isinstance(data[key], str) and data[key]):
+            raise ClientConfigError(f"{where}: {key} must be a non-empty string")
+    projects = data.get("projects", [])
+    if isinstance(projects, str):
+        projects = [projects]
+    if not isinstance(projects, list) or not all(isinstance(p, str) and p for p in projects):
+        raise ClientConfigError(f"{where}: projects must be a list of project names")
+    token_file = data.get("token_file")
+    return ClientConfig(
+        hub=data.get("hub", DEFAULT_HUB),
+        user=data.get("user"),
+        token_file=_expand(token_file, path) if token_file else None,
+        projects=tuple(projects),
+        path=path,
+    )
+
+
+def _expand(value: str, relative_to: Path | None) -> Path:
+    """``~`` expanded; a relative path is relative to the config file."""
+    p = Path(value).expanduser()
+    if not p.is_absolute() and relative_to is not None:
+        p = relative_to.parent / p
+    return p
+
+
+def read_token_file(path: Path) -> tuple[str, str | None]:
+    """The token in ``path`` (first line, stripped) and a warning when
+    others may read the file."""
+    try:
+        text = path.read_text()
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ClientConfigError(f"token file {path}: {e.strerror or e}") from None
+    token = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise ClientConfigError(f"token file {path} is empty")
+    warning = None
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warning = f"token file {path} is readable by others; make it private with: chmod 600 {path}"
+    return token, warning
+
+
+def resolve_token(
+    token: str | None = None,
+    token_file: Path | None = None,
+    config: ClientConfig | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> tuple[str | None, str | None]:
+    """The token and an optional warning. First of: ``token``, ``token_file``,
+    ``$BUILDNOTIFY_TOKEN``, the config's ``token_file``; ``None`` if none."""
+    if token:
+        return token, None
+    if token_file is not None:
+        return read_token_file(token_file)
+    if environ.get(TOKEN_VARIABLE, "").strip():
+        return environ[TOKEN_VARIABLE].strip(), None
+    if config is not None and config.token_file is not None:
+        return read_token_file(config.token_file)
+    return None, None

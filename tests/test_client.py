@@ -1,0 +1,370 @@
+"""The client library against a real hub on loopback: delivery, reconnect and
+resume without loss or repetition, goodbyes, the resume file, and the
+client config and token sources."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import backoffPolicy
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.trial import unittest
+
+from buildnotify.client import (
+    ClientConfigError,
+    Ending,
+    Phase,
+    ResumeFile,
+    State,
+    WatchClient,
+    load_config,
+    resolve_token,
+)
+from buildnotify.client.resume import state_file_name
+from buildnotify.config import PBSettings
+from tests.pbclient import Client, RecordingMind, add_developer, pause, wait_until
+from tests.support import RunningHub
+
+WIDGET = "acme/widget"
+AUTHOR = {"name": "Alice", "email": "alice@example.com", "login": "alice"}
+
+
+def fast_retries() -> Any:
+    return backoffPolicy(initialDelay=0.05, maxDelay=0.3, factor=1.5, jitter=lambda: random.random() * 0.05)
+
+
+class Recorder:
+    """A front end that remembers every callback."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []
+        self.claims: list[dict[str, Any]] = []
+        self.states: list[State] = []
+        self.goodbyes: list[str] = []
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def on_alert(self, alert: dict[str, Any]) -> None:
+        self.alerts.append(alert)
+
+    def on_claim(self, claim: dict[str, Any]) -> None:
+        self.claims.append(claim)
+
+    def on_state(self, state: State) -> None:
+        self.states.append(state)
+
+    def on_goodbye(self, reason: str) -> None:
+        self.goodbyes.append(reason)
+
+    @property
+    def ids(self) -> list[int]:
+        return [e["id"] for e in self.events]
+
+    @property
+    def phases(self) -> list[Phase]:
+        return [s.phase for s in self.states]
+
+
+class ClientTestCase(unittest.TestCase):
+    async def start_hub(self, **settings: Any) -> RunningHub:
+        self.hub = await RunningHub.start(self, session=PBSettings(**settings))
+        return self.hub
+
+    def client(self, recorder: Recorder | None = None, **options: Any) -> tuple[Recorder, WatchClient]:
+        recorder = recorder or Recorder()
+        options.setdefault("projects", [WIDGET])
+        options.setdefault("retry_policy", fast_retries())
+        client = WatchClient(recorder, hub=self.hub.hub.pb_address, **options)
+        self.addCleanup(client.stop)
+        return recorder, client
+
+    async def live(self, client: WatchClient, timeout: float = 10.0) -> None:
+        await wait_until(
+            lambda: client.state is not None and client.state.phase == Phase.LIVE,
+            timeout=timeout,
+            what="the client to go live",
+        )
+
+    async def stop_pb_port(self) -> int:
+        """Stop the hub's PB listener (connections made through it stay up)."""
+        port = self.hub.hub.pb_port.getHost().port
+        await self.hub.hub.pb_port.stopListening()
+        return port
+
+    async def restart_pb_port(self, port: int) -> None:
+        endpoint = serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1")
+        self.hub.hub.pb_port = await endpoint.listen(self.hub.hub.service.factory())
+
+    async def stored_ids(self, project: str = WIDGET) -> list[int]:
+        return [e.id for e in await self.hub.events(project)]
+
+
+class DeliveryTests(ClientTestCase):
+    async def test_events_reach_the_listener_in_order(self) -> None:
+        await self.start_hub()
+        recorder, client = self.client()
+        client.start()
+        await self.live(client)
+        self.assertEqual(recorder.phases, [Phase.CONNECTING, Phase.CONNECTED, Phase.LIVE])
+        self.assertEqual(recorder.states[-1].watch["watching"], [WIDGET])
+        posted = [await self.hub.build(WIDGET, n, s) for n, s in ((1, "failure"), (2, "success"))]
+        await self.hub.build("acme/gadget", 1, "failure")  # not watched
+        await wait_until(lambda: len(recorder.events) == 2, what="two events")
+        await pause(0.1)
+        self.assertEqual(recorder.ids, posted)
+        self.assertEqual([e["transition"] for e in recorder.events], ["failed", "fixed"])
+        self.assertEqual(client.last_id, posted[-1])
+        outcome = await client.stop()
+        self.assertEqual(outcome.ending, Ending.STOPPED)
+        self.assertEqual(recorder.phases[-1], Phase.STOPPED)
+
+    async def test_a_developer_gets_alerts_once_and_claims(self) -> None:
+        await self.start_hub()
+        token = await add_developer(self.hub.hub.store, "alice", logins=["alice"])
+        broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)  # pending before login
+        recorder, client = self.client(user="alice", token=token)
+        client.start()
+        await self.live(client)
+        await wait_until(lambda: recorder.alerts, what="the pending alert")
+        self.assertEqual([a["event"]["id"] for a in recorder.alerts], [broke])
+        claim = await client.call("claim", WIDGET, "ci", "main", "on it")
+        self.assertEqual(claim["developer"], "alice")
+        await wait_until(lambda: recorder.claims, what="the claim")
+        self.assertEqual(recorder.claims[0]["state"], "claimed")
+        client.reconnect()  # the hub sends the unacknowledged alert again on login ...
+        await wait_until(lambda: recorder.phases.count(Phase.LIVE) == 2, what="the second session")
+        await pause(0.2)
+        self.assertEqual(len(recorder.alerts), 1)  # ... and the client shows it once
+
+    async def test_a_wrong_token_stops_the_client_without_retrying(self) -> None:
+        await self.start_hub()
+        await add_developer(self.hub.hub.store, "alice")
+        recorder, client = self.client(user="alice", token="not-the-token")
+        outcome = await client.start()
+        self.assertEqual(outcome.ending, Ending.REFUSED)
+        self.assertIn("wrong token", outcome.message)
+        self.assertEqual(recorder.phases, [Phase.CONNECTING, Phase.STOPPED])
+
+    async def test_a_private_project_stops_an_anonymous_client(self) -> None:
+        await self.start_hub()
+        from buildnotify.store import accounts
+
+        await self.hub.hub.store.write(lambda conn: accounts.set_private(conn, "acme/secret", True))
+        _, client = self.client(projects=["acme/secret"])
+        outcome = await client.start()
+        self.assertEqual(outcome.ending, Ending.REFUSED)
+        self.assertIn("private", outcome.message)
+
+    async def test_an_unreachable_hub_is_retried_with_growing_delays(self) -> None:
+        await self.start_hub()
+        recorder, client = self.client()
+        port = await self.stop_pb_port()
+        client.start()
+        await wait_until(lambda: recorder.phases.count(Phase.DISCONNECTED) >= 4, what="retries")
+        waits = [s for s in recorder.states if s.phase == Phase.DISCONNECTED]
+        self.assertIn("connection refused", waits[0].message)
+        self.assertIn("retrying in", waits[0].message)
+        self.assertEqual([s.attempt for s in waits[:4]], [1, 2, 3, 4])
+        self.assertLess(waits[0].retry_in, waits[3].retry_in)
+        await self.restart_pb_port(port)
+        await self.live(client)
+
+
+class ReconnectTests(ClientTestCase):
+    async def test_every_event_arrives_once_in_order_across_dropped_connections(self) -> None:
+        await self.start_hub()
+        recorder, client = self.client()
+        client.start()
+        await self.live(client)
+        for number in range(1, 41):
+            await self.hub.build(WIDGET, number, random.choice(("success", "failure", "running")))
+            if number in (8, 20, 21, 33):  # the network fails mid-stream, even during a catch-up
+                await wait_until(lambda: client.broker is not None, what="a connection")
+                client.broker.transport.abortConnection()
+        stored = await self.stored_ids()
+        self.assertEqual(len(stored), 40)
+        await wait_until(lambda: recorder.ids == stored, timeout=20, what="every event")
+        await pause(0.2)
+        self.assertEqual(recorder.ids, stored)
+        self.assertEqual(client.duplicates, 0)  # resume, not the safety net, kept them single
+        self.assertGreaterEqual(recorder.phases.count(Phase.CATCHING_UP), 3)
+
+    async def test_the_hub_port_going_away_and_back_loses_nothing(self) -> None:
+        await self.start_hub()
+        recorder, client = self.client()
+        client.start()
+        await self.live(client)
+        for number in range(1, 11):
+            await self.hub.build(WIDGET, number, "failure")
+        port = await self.stop_pb_port()
+        client.broker.transport.abortConnection()
+        for number in range(11, 21):  # posted while no client can connect
+            await self.hub.build(WIDGET, number, "success")
+        await wait_until(lambda: recorder.phases.count(Phase.DISCONNECTED) >= 2, what="failed retries")
+        await self.restart_pb_port(port)
+        for number in range(21, 31):  # posted while it comes back
+            await self.hub.build(WIDGET, number, "running")
+        stored = await self.stored_ids()
+        await wait_until(lambda: recorder.ids == stored, timeout=20, what="every event")
+        self.assertEqual(client.duplicates, 0)
+        waits = [s for s in recorder.states if s.phase == Phase.DISCONNECTED]
+        self.assertTrue(all(s.retry_in is not None and "retrying in" in s.message for s in waits))
+        catching_up = [s for s in recorder.states if s.phase == Phase.CATCHING_UP]
+        self.assertTrue(catching_up)
+        last_live = [s for s in recorder.states if s.phase == Phase.LIVE][-1]
+        self.assertFalse(last_live.gap)
+
+    async def test_too_slow_reconnects_and_resumes(self) -> None:
+        await self.start_hub(queue_limit=5)
+        recorder, client = self.client()
+        client.start()
+        await self.live(client)
+        service = self.hub.hub.service
+        client.broker.transport.pauseProducing()  # the client stops reading
+        url = "https://ci.example.com/" + "x" * 256 * 1024
+        for number in range(1, 300):
+            await self.hub.build(WIDGET, number, "failure", url=url)
+            if not any(service.sessions.values()):
+                break
+        self.assertFalse(any(service.sessions.values()), "the hub never dropped the slow client")
+        for number in range(1000, 1003):
+            await self.hub.build(WIDGET, number, "success")
+        client.broker.transport.resumeProducing()
+        stored = await self.stored_ids()
+        await wait_until(lambda: recorder.ids == stored, timeout=30, what="every event")
+        # (the catch-up of big events can overflow a 5-message queue again: each
+        # try gets further, and nothing is lost or repeated on the way)
+        self.assertEqual(set(recorder.goodbyes), {"too slow"})
+        self.assertEqual(client.duplicates, 0)
+        self.assertIn("too slow", [s for s in recorder.states if s.phase == Phase.DISCONNECTED][0].message)
+        self.assertIsNone(client.outcome)  # still running
+
+
+class GoodbyeTests(ClientTestCase):
+    async def test_signed_in_elsewhere_stops_for_good(self) -> None:
+        await self.start_hub(grace=0.3)
+        token = await add_developer(self.hub.hub.store, "alice")
+        recorder, client = self.client(user="alice", token=token)
+        done = client.start()
+        await self.live(client)
+        other_mind = RecordingMind()
+        other = await (await Client.connect(self, self.hub.hub.pb_address)).login("alice", token, other_mind)
+        await other.callRemote("watch", [WIDGET])
+        outcome = await done
+        self.assertEqual(outcome.ending, Ending.SIGNED_IN_ELSEWHERE)
+        self.assertIn("signed in elsewhere", outcome.message)
+        self.assertEqual(recorder.goodbyes, ["signed in elsewhere"])
+        await pause(1.0)  # several retry delays and the hub's grace period
+        self.assertEqual(recorder.phases.count(Phase.CONNECTING), 1)  # no reconnect fighting
+        self.assertEqual(recorder.phases[-1], Phase.STOPPED)
+        event_id = await self.hub.build(WIDGET, 1, "failure")
+        await wait_until(lambda: other_mind.events, what="the new client's event")
+        self.assertEqual(other_mind.event_ids, [event_id])
+        self.assertEqual(other_mind.goodbyes, [])
+        self.assertEqual(recorder.events, [])
+
+
+class ResumeFileTests(ClientTestCase):
+    async def test_the_last_id_is_kept_on_disk_and_used_after_a_restart(self) -> None:
+        await self.start_hub()
+        state_dir = Path(self.mktemp())
+        resume = ResumeFile.for_hub(self.hub.hub.pb_address, None, state_dir)
+        self.assertIsNone(resume.load())
+        before = await self.hub.build(WIDGET, 1, "failure")  # before the first run: not replayed
+        first, client = self.client(resume=resume)
+        client.start()
+        await self.live(client)
+        self.assertEqual(resume.load(), before)  # where the stream stood when watched
+        seen = [await self.hub.build(WIDGET, n, "failure") for n in (2, 3)]
+        await wait_until(lambda: first.ids == seen, what="the first run's events")
+        await wait_until(lambda: resume.load() == seen[-1], what="the position on disk")
+        await client.stop()
+        saved = json.loads(resume.path.read_text())
+        self.assertEqual((saved["last_id"], saved["hub"]), (seen[-1], self.hub.hub.pb_address))
+
+        missed = [await self.hub.build(WIDGET, n, "success") for n in (4, 5)]  # while stopped
+        second, again = self.client(resume=ResumeFile.for_hub(self.hub.hub.pb_address, None, state_dir))
+        again.start()
+        await self.live(again)
+        self.assertEqual(second.ids, missed)
+        self.assertIn(Phase.CATCHING_UP, second.phases)
+        self.assertEqual(second.states[-1].since, seen[-1])
+        self.assertIn("caught up on 2 events", second.states[-1].message)
+        live = await self.hub.build(WIDGET, 6, "success")
+        await wait_until(lambda: second.ids == [*missed, live], what="the live event")
+        await again.stop()
+        self.assertEqual(resume.load(), live)
+
+    def test_a_damaged_file_means_no_position(self) -> None:
+        path = Path(self.mktemp())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for text in ("", "{", "[]", '{"last_id": "7"}', '{"last_id": -1}', '{"last_id": true}'):
+            path.write_text(text)
+            self.assertIsNone(ResumeFile(path).load(), text)
+        ResumeFile(path).save(42)
+        self.assertEqual(ResumeFile(path).load(), 42)
+        self.assertEqual([p.name for p in path.parent.iterdir()], [path.name])  # no temporary left
+
+    def test_one_file_per_hub_and_user(self) -> None:
+        self.assertEqual(state_file_name("tcp:127.0.0.1:8787", "ada"), "tcp_127.0.0.1_8787-ada.json")
+        self.assertEqual(state_file_name("tcp:127.0.0.1:8787", None), "tcp_127.0.0.1_8787-anonymous.json")
+        self.assertEqual(
+            state_file_name("tls:hub.example.com:8787:trustRoots=/etc/ca/", "../x"),
+            "tls_hub.example.com_8787_trustRoots_etc_ca-.._x.json",
+        )
+
+
+class SettingsTests(unittest.TestCase):
+    def write(self, name: str, text: str, mode: int = 0o600) -> Path:
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        path = directory / name
+        path.write_text(text)
+        path.chmod(mode)
+        return path
+
+    def test_the_client_config_file(self) -> None:
+        path = self.write(
+            "client.toml",
+            'hub = "tls:hub.example.com:8787"\nuser = "ada"\ntoken_file = "token"\nprojects = ["acme/widget"]\n',
+        )
+        config = load_config(path, environ={})
+        self.assertEqual(
+            (config.hub, config.user, config.projects), ("tls:hub.example.com:8787", "ada", ("acme/widget",))
+        )
+        self.assertEqual(config.token_file, path.parent / "token")  # relative to the config file
+        missing = Path(self.mktemp()) / "client.toml"
+        with self.assertRaises(ClientConfigError):
+            load_config(missing, environ={})  # named explicitly: must exist
+        for bad in ('hubb = "x"', "projects = 3", 'user = ""', "hub = ["):
+            with self.assertRaises(ClientConfigError, msg=bad):
+                load_config(self.write("client.toml", bad), environ={})
+
+    def test_where_the_token_comes_from(self) -> None:
+        token_file = self.write("token", "from-file\n")
+        open_file = self.write("token", "open-file\n", mode=0o644)
+        config = load_config(self.write("client.toml", f'token_file = "{open_file}"\n'), environ={})
+        env = {"BUILDNOTIFY_TOKEN": "from-env"}
+        self.assertEqual(resolve_token("given", token_file, config, env), ("given", None))
+        self.assertEqual(resolve_token(None, token_file, config, env), ("from-file", None))
+        self.assertEqual(resolve_token(None, None, config, env), ("from-env", None))
+        token, warning = resolve_token(None, None, config, {})
+        self.assertEqual(token, "open-file")
+        self.assertIn("chmod 600", warning)
+        self.assertEqual(resolve_token(None, None, None, {}), (None, None))
+        with self.assertRaises(ClientConfigError):
+            resolve_token(None, Path(self.mktemp()), None, {})
+        with self.assertRaises(ClientConfigError):
+            resolve_token(None, self.write("token", "  \n"), None, {})
+
+    def test_an_anonymous_client_must_name_projects(self) -> None:
+        with self.assertRaises(ValueError):
+            WatchClient(None, projects=None)
+        with self.assertRaises(ValueError):
+            WatchClient(None, user="ada", token=None, projects=["p"])
