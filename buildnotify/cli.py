@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     from buildnotify.client.watch import add_parser as _watch_parser  # the client's front end
 
     _watch_parser(sub)
+    from buildnotify.client.commands import add_parser as _commands_parser  # status, claim, ack, mute ...
+
+    _commands_parser(sub)
     return parser
 
 
