@@ -1,0 +1,5 @@
+import sys
+
+from buildnotify_tray.app import main
+
+sys.exit(main())
