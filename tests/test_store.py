@@ -3,6 +3,7 @@ commit, and that migrations build exactly the schema the code uses."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 
 from alembic.autogenerate import compare_metadata
@@ -10,10 +11,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.threads import deferToThread
 
 from buildnotify.events import Author, BuildEvent, Status, Transition
 from buildnotify.ingest.base import Delivery
-from buildnotify.store import Store, database
+from buildnotify.store import Recorded, Store, database
+from buildnotify.store.record import RecordCache, record_batch
 from buildnotify.store.schema import metadata
 from tests.support import database_url, per_backend
 
@@ -46,11 +49,12 @@ def delivery(*events: BuildEvent, key: str | None = None) -> Delivery:
 
 class StoreTests:
     backend = "sqlite"
+    single_writer = True  # the writer caches runs and branches across transactions
 
     def setUp(self) -> None:
         self.url = database_url(self, self.backend)
-        self.store = Store.open(self.url, reactor)
-        self.addCleanup(self.store.stop)
+        self.store = Store.open(self.url, reactor, single_writer=self.single_writer)
+        self.addCleanup(lambda: self.store.stop())  # the current store: a test may restart it
 
     async def record(self, *events: BuildEvent, key: str | None = None):
         return await self.store.record(delivery(*events, key=key))
@@ -83,6 +87,22 @@ class StoreTests:
         self.assertEqual(stored.delivery_key, "delivery-7")
         self.assertEqual(stored.transition, Transition.FAILED)
         self.assertEqual(stored.replace(id=None, transition=None, delivery_key=None), event)
+
+    async def test_times_are_stored_as_sqlalchemy_stores_them(self) -> None:
+        """Rows go in through the DBAPI; their times must match the rows
+        SQLAlchemy writes (the project row), or SQL comparisons would not."""
+        await self.record(build(1, Status.SUCCESS, started_at=T0, finished_at=T0 + timedelta(seconds=1.5)))
+        with self.store.engine.connect() as conn:
+            raw = conn.execute(
+                text(
+                    "select e.received_at, p.created_at, d.received_at, e.started_at, b.moment"
+                    " from events e, projects p, deliveries d, builds b"
+                )
+            ).one()
+        self.assertEqual(len(set(raw[:3])), 1, raw)
+        if self.backend == "sqlite":
+            for value in raw:
+                self.assertRegex(value, r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
 
     async def test_ids_are_monotonic(self) -> None:
         ids = []
@@ -244,6 +264,82 @@ class StoreTests:
         after = await self.store.history(after_id=newest[-1].id)
         self.assertEqual([e.build_number for e in after], [2, 3])
 
+    async def test_transitions_beyond_what_the_writer_keeps_of_a_branch(self) -> None:
+        numbers = range(10, 310, 10)  # 30 finished runs on one branch: more than the cache keeps
+        got = await self.transitions(
+            *(build(n, Status.FAILURE if n == 50 else Status.SUCCESS) for n in numbers)
+        )
+        self.assertEqual(got.count("failed"), 1)
+        late = await self.transitions(
+            build(55, Status.SUCCESS),  # after the red #50: fixed
+            build(45, Status.FAILURE),  # after the green #40: failed
+            build(305, Status.FAILURE),  # after the green #300: failed
+            build(5, Status.FAILURE),  # the first run of the branch
+            build(7, Status.FAILURE),  # after the red #5
+        )
+        self.assertEqual(late, ["fixed", "failed", "failed", "failed", "still_failing"])
+
+    def test_a_small_cache_forgets_and_reads_back(self) -> None:
+        cache = RecordCache(max_runs=2, max_branches=1)
+        got: dict[str, list[Transition | None]] = {"main": [], "dev": []}
+        with self.store.engine.connect() as conn:
+
+            def record(event: BuildEvent) -> Recorded:
+                [recorded] = record_batch(conn, [delivery(event)], cache)
+                conn.commit()
+                return recorded
+
+            for n, status in enumerate([Status.SUCCESS, Status.FAILURE, Status.FAILURE, Status.SUCCESS], 1):
+                for branch in got:
+                    record(build(n, Status.RUNNING, branch=branch, build_id=f"{branch}{n}"))
+                for branch in got:
+                    [event] = record(build(n, status, branch=branch, build_id=f"{branch}{n}")).events
+                    got[branch].append(event.transition)
+            self.assertLessEqual(len(cache.runs), 2)
+            late = record(build(1, Status.RUNNING, branch="main", build_id="main1"))
+        expected = [Transition.PASSED, Transition.FAILED, Transition.STILL_FAILING, Transition.FIXED]
+        self.assertEqual(got, {"main": expected, "dev": expected})
+        self.assertEqual((late.events, late.stale), ((), 1))
+
+    async def test_a_restarted_store_continues_where_it_stopped(self) -> None:
+        await self.transitions(build(1, Status.SUCCESS), build(2, Status.FAILURE))
+        await self.record(build(3, Status.RUNNING), key="running-3")
+        await self.store.stop()
+        self.store = Store.open(self.url, reactor, single_writer=self.single_writer)
+        again = await self.record(build(3, Status.RUNNING), key="running-3")
+        self.assertTrue(again.duplicate)
+        self.assertEqual((await self.record(build(3, Status.RUNNING))).stale, 1)
+        self.assertEqual(await self.transitions(build(3, Status.FAILURE)), ["still_failing"])
+        self.assertEqual(await self.transitions(build(4, Status.SUCCESS)), ["fixed"])
+        ids = [e.id for e in await self.store.history(after_id=0)]
+        self.assertEqual(ids, sorted(set(ids)))
+
+    async def test_a_failed_group_commit_leaves_nothing_behind(self) -> None:
+        """The batch is retried item by item: what the writer learnt in the
+        rolled-back transaction must not make the retry see the run as known."""
+
+        def broken(_conn: object) -> None:
+            raise RuntimeError("a write that fails")
+
+        await self.record(build(1, Status.SUCCESS))
+        gate = threading.Event()
+        blocked = self.store.write(lambda _conn: gate.wait(10))  # so that the rest makes one batch
+        pending = [
+            self.store.record(delivery(build(2, Status.FAILURE), key="two")),
+            self.store.write(broken),
+            self.store.record(delivery(build(3, Status.FAILURE))),
+        ]
+        await deferToThread(gate.set)
+        self.assertTrue(await blocked)
+        first, failed, third = [await d.addErrback(lambda f: f.value) for d in pending]
+        self.assertIsInstance(failed, RuntimeError)
+        self.assertEqual(
+            [e.transition for e in first.events + third.events], [Transition.FAILED, Transition.STILL_FAILING]
+        )
+        self.assertEqual([e.build_number for e in await self.store.history(after_id=0)], [1, 2, 3])
+        self.assertEqual(await self.transitions(build(4, Status.SUCCESS)), ["fixed"])
+        self.flushLoggedErrors(RuntimeError)
+
     def test_migrations_match_the_schema(self) -> None:
         with self.store.engine.connect() as conn:
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
@@ -257,6 +353,38 @@ class StoreTests:
 
 
 per_backend(StoreTests, globals())
+
+
+class UncachedStoreTests(StoreTests):
+    """The same, with nothing kept across transactions (several hubs, one database)."""
+
+    single_writer = False
+
+
+per_backend(UncachedStoreTests, globals())
+
+
+def test_times_are_adapted_as_sqlalchemy_adapts_them() -> None:
+    """The writer adapts datetimes itself, for speed; SQLAlchemy reads them back."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from buildnotify.store.record import _sql
+    from buildnotify.store.schema import UTCDateTime
+
+    plus_two = timezone(timedelta(hours=2))
+    values = [None, T0, T0.replace(microsecond=123456), datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=plus_two)]
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        expected = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        ours = _sql(dialect)
+        for value in values:
+            assert ours.to_db(value) == expected(value), (dialect.name, value)
+            assert ours.from_db(ours.to_db(value)) == value
+        try:
+            ours.to_db(datetime(2026, 1, 1))
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("a naive datetime must be refused")
 
 
 def test_sqlite_commits_are_durable(tmp_path) -> None:

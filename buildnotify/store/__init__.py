@@ -6,6 +6,7 @@ Nothing here blocks the reactor thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from twisted.python.threadpool import ThreadPool
 from buildnotify.events import BuildEvent
 from buildnotify.ingest.base import Delivery
 from buildnotify.store import database, queries
-from buildnotify.store.record import Alert, Recorded, record_batch
+from buildnotify.store.record import Alert, RecordCache, Recorded, record_batch
 from buildnotify.store.writer import GroupCommitWriter
 
 __all__ = ["Alert", "Recorded", "Store"]
@@ -30,29 +31,41 @@ Listener = Callable[[Sequence[BuildEvent], Sequence[Alert]], None]
 T = TypeVar("T")
 
 
-def _apply(conn: Connection, items: Sequence[Delivery | Callable[[Connection], Any]]) -> list[Any]:
+def _apply(
+    conn: Connection, items: Sequence[Delivery | Callable[[Connection], Any]], cache: RecordCache | None
+) -> list[Any]:
     """One transaction's work: webhook deliveries are recorded together (they
     share lookups); other writes (claims, acks, settings) run in order."""
     deliveries = [item for item in items if isinstance(item, Delivery)]
-    recorded = iter(record_batch(conn, deliveries) if deliveries else [])
+    recorded = iter(record_batch(conn, deliveries, cache) if deliveries else [])
     return [next(recorded) if isinstance(item, Delivery) else item(conn) for item in items]
 
 
 class Store:
-    def __init__(self, engine: Engine, reactor: Any, readers: int = 2) -> None:
+    """``single_writer``: this hub is the only one writing the database, so
+    its writer may cache what it committed (runs, branches); pass False when
+    several hubs share one PostgreSQL database."""
+
+    def __init__(self, engine: Engine, reactor: Any, readers: int = 2, single_writer: bool = True) -> None:
         self.engine = engine
         self.reactor = reactor
-        self._writer = GroupCommitWriter(engine, _apply, reactor)
+        cache = RecordCache() if single_writer else None
+        self._writer = GroupCommitWriter(
+            engine,
+            functools.partial(_apply, cache=cache),
+            reactor,
+            on_rollback=cache.clear if cache is not None else None,
+        )
         self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="buildnotify-reader")
         self._listeners: list[Listener] = []
 
     @classmethod
-    def open(cls, url: str, reactor: Any) -> Store:
+    def open(cls, url: str, reactor: Any, single_writer: bool = True) -> Store:
         """Create the engine and bring the schema to head (blocking: call at
         start-up, before the hub listens)."""
         engine = database.create(url)
         database.upgrade(engine)
-        store = cls(engine, reactor)
+        store = cls(engine, reactor, single_writer=single_writer)
         store.start()
         return store
 

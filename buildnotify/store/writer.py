@@ -26,7 +26,8 @@ class GroupCommitWriter:
     on the reactor thread once its transaction has committed.
 
     If a whole batch fails, each item is retried in a transaction of its own,
-    so one bad item fails alone.
+    so one bad item fails alone. ``on_rollback`` is called after every
+    rollback (to drop caches that hold the rolled-back transaction's state).
     """
 
     def __init__(
@@ -36,9 +37,11 @@ class GroupCommitWriter:
         reactor: IReactorFromThreads,
         max_batch: int = 512,
         name: str = "buildnotify-writer",
+        on_rollback: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self._apply = apply
+        self._on_rollback = on_rollback
         self._reactor = reactor
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -115,7 +118,11 @@ class GroupCommitWriter:
             conn.commit()
             return results
         except Exception:
-            conn.rollback()
+            try:
+                conn.rollback()
+            finally:
+                if self._on_rollback is not None:
+                    self._on_rollback()
             raise
 
     @staticmethod
