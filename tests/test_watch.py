@@ -12,13 +12,14 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
 from buildnotify import cli
 from buildnotify.client import watch
 from buildnotify.client.resume import state_file_name
-from tests.pbclient import add_developer, wait_until
+from tests.pbclient import add_developer, pause, wait_until
 from tests.support import RunningHub
 
 WIDGET = "acme/widget"
@@ -250,3 +251,33 @@ class UsageTests(unittest.TestCase):
         self.assertEqual(
             [watch.wanted(e, "all", "dev") for e in (failed, still, passed)], [False, False, True]
         )
+
+
+class HubRestartTests(WatchTestCase):
+    async def test_every_event_is_printed_once_across_a_hub_restart(self) -> None:
+        """The PB side of the hub goes away mid-stream (listener closed, every
+        connection dropped) while webhooks keep arriving, then comes back on
+        the same port: watch reconnects and prints each event exactly once."""
+        hub = await self.start_hub()
+        process = self.watch("--json", "--project", WIDGET)
+        await self.live(process)
+        posted = [await hub.build(WIDGET, n, "failure" if n % 2 else "success") for n in range(1, 6)]
+        await wait_until(lambda: len(process.lines) >= 5, timeout=30, what="the first events")
+
+        service, address = hub.hub.service, hub.hub.pb_address
+        await hub.hub.pb_port.stopListening()
+        for broker in list(service.sessions):
+            service.drop(next(iter(service.sessions[broker])), "the hub is restarting")
+        posted += [await hub.build(WIDGET, n, "failure") for n in range(6, 11)]  # while it is down
+        port = int(address.rsplit(":", 1)[1])
+        hub.hub.pb_port = await serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1").listen(
+            service.factory()
+        )
+        await wait_until(lambda: "reconnected: live on" in process.stderr, timeout=30, what="the reconnect")
+        posted += [await hub.build(WIDGET, n, "success") for n in range(11, 14)]
+
+        await wait_until(lambda: len(process.lines) >= len(posted), timeout=30, what="every event")
+        await pause(0.3)  # nothing more may come
+        printed = [line["id"] for line in process.json if line.get("type") == "event"]
+        self.assertEqual(printed, posted)
+        self.assertTrue(process.running, process.stderr)
