@@ -28,7 +28,7 @@ from zope.interface import implementer
 from buildnotify.config import PBSettings
 from buildnotify.events import BuildEvent, utcnow
 from buildnotify.hub.auth import LoginFailed, LoginRoot, LoginThrottle, TokenChecker
-from buildnotify.hub.outbox import Outbox
+from buildnotify.hub.outbox import Flusher, Outbox
 from buildnotify.hub.rooms import ProjectRoom
 from buildnotify.hub.sessions import (
     AnonymousSession,
@@ -124,6 +124,7 @@ class PBService:
         self.store = store
         self.settings = settings
         self.reactor = reactor
+        self._flusher = Flusher(reactor)
         self.log = log
         self.rooms: dict[str, ProjectRoom] = {}
         self.developers: dict[str, DeveloperPerspective] = {}
@@ -156,6 +157,7 @@ class PBService:
         for sessions in list(self.sessions.values()):
             for session in list(sessions):
                 self.drop(session, "the hub is shutting down")
+        self._flusher.flush()
 
     def factory(self) -> pb.PBServerFactory:
         return pb.PBServerFactory(LoginRoot(self), security=SECURITY)
@@ -191,7 +193,9 @@ class PBService:
     def outbox_for(self, broker: pb.Broker) -> Outbox:
         outbox = self.outboxes.get(broker)
         if outbox is None:
-            outbox = self.outboxes[broker] = Outbox(broker, self.settings.queue_limit, self._too_slow)
+            outbox = self.outboxes[broker] = Outbox(
+                broker, self.settings.queue_limit, self._too_slow, self._flusher
+            )
             broker.notifyOnDisconnect(lambda: self._disconnected(broker))
         return outbox
 

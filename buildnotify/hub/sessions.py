@@ -22,7 +22,7 @@ from twisted.spread import jelly, pb
 
 from buildnotify.events import BuildEvent, utcnow
 from buildnotify.hub.rooms import claim_wire
-from buildnotify.hub.wire import OneWayCall, refusal
+from buildnotify.hub.wire import OneWayCall, call_head, refusal
 from buildnotify.store import accounts, personal, queries
 from buildnotify.store.record import Alert
 
@@ -252,6 +252,7 @@ class ObserverSession(Session):
         self.mind = mind
         self.broker: pb.Broker = mind.broker
         self.outbox = service.outbox_for(self.broker)
+        self._head = call_head(mind.luid)  # the same for every call to this mind
         self.watching: set[str] = set()
         self._backlog: list[tuple[BuildEvent, OneWayCall]] | None = None  # live events held during catch-up
         self._watch_lock = DeferredLock()
@@ -259,7 +260,7 @@ class ObserverSession(Session):
 
     def deliver(self, call: OneWayCall) -> None:
         if self.ended is None:
-            self.outbox.send(call.for_object(self.mind.luid))
+            self.outbox.send(call.for_head(self._head))
 
     def deliver_event(self, event: BuildEvent, call: OneWayCall) -> None:
         if self._backlog is not None:

@@ -78,7 +78,17 @@ class OneWayCall:
         self._tail = _ENCODER.encode(method.encode()) + _ENCODER.encode(0) + encoded_args + _EMPTY_KWARGS
 
     def for_object(self, object_id: int) -> bytes:
-        return _LIST_OF_7 + _MESSAGE_REQUEST_0 + _ENCODER.encode(object_id) + self._tail
+        return call_head(object_id) + self._tail
+
+    def for_head(self, head: bytes) -> bytes:
+        """The call for the recipient whose :func:`call_head` is ``head``."""
+        return head + self._tail
+
+
+def call_head(object_id: int) -> bytes:
+    """The bytes before a call's method name for one recipient: the same
+    for every call to it, so a session computes them once."""
+    return _LIST_OF_7 + _MESSAGE_REQUEST_0 + _ENCODER.encode(object_id)
 
 
 def refusal(error: jelly.InsecureJelly) -> str:
