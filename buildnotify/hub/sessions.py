@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.python.failure import Failure
 from twisted.spread import jelly, pb
 
@@ -28,6 +29,8 @@ from buildnotify.store.record import Alert
 
 if TYPE_CHECKING:
     from buildnotify.hub.service import PBService
+
+log = logging.getLogger(__name__)
 
 #: how many missed events are read from the store at a time during catch-up
 CATCH_UP_PAGE = 500
@@ -47,10 +50,6 @@ class SessionEnded(pb.Error):
 class Developer:
     id: int
     name: str
-
-
-def _ensure(value: Deferred | Any) -> Deferred:
-    return value if isinstance(value, Deferred) else Deferred.fromCoroutine(value)
 
 
 class Session(pb.Avatar):
@@ -280,7 +279,7 @@ class ObserverSession(Session):
         try:
             d = self.mind.callRemote("ping")
         except pb.DeadReferenceError:
-            return Deferred.fromCoroutine(_false())
+            return succeed(False)
         d.addTimeout(timeout, self.service.reactor)
         d.addCallbacks(lambda _: True, lambda _: False)
         return d
@@ -298,7 +297,7 @@ class ObserverSession(Session):
         """Watch ``projects`` (a developer's default: the saved ones). With
         ``since`` (the last event id the client saw), first replay every
         stored event of them after it, then go live: no gap, no duplicate."""
-        return self._watch_lock.run(lambda: _ensure(self._watch(projects, since)))
+        return self._watch_lock.run(lambda: Deferred.fromCoroutine(self._watch(projects, since)))
 
     async def _watch(self, projects: list[str] | None, since: int | None) -> dict[str, Any]:
         if projects is None:
@@ -431,11 +430,5 @@ def _project_list(projects: Iterable[str] | None) -> list[str]:
     return out
 
 
-async def _false() -> bool:
-    return False
-
-
 def _log_failure(failure: Failure) -> None:
-    import logging
-
-    logging.getLogger(__name__).error("saving watch settings failed: %s", failure.getErrorMessage())
+    log.error("saving watch settings failed: %s", failure.getErrorMessage())
