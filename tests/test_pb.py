@@ -140,6 +140,14 @@ class AnonymousAndClientlessTests(PBTestCase):
         await wait_until(lambda: mind.events, what="the public event")
         self.assertEqual(mind.event_ids, [public])
 
+    async def test_rooms_of_made_up_projects_are_forgotten(self) -> None:
+        """Any client may name projects; a room nobody watches is dropped."""
+        await self.start()
+        mind, anonymous = await self.observer([f"made/up-{n}" for n in range(50)])
+        self.assertEqual(len(self.hub.hub.service.rooms), 50)
+        await anonymous.callRemote("unwatch", [f"made/up-{n}" for n in range(50)])
+        self.assertEqual(self.hub.hub.service.rooms, {})
+
     async def test_anonymous_sessions_do_not_affect_each_other(self) -> None:
         await self.start()
         one, first = await self.observer(["acme/widget"])

@@ -56,6 +56,8 @@ class LoginThrottle:
     """At most ``failures`` failed logins per peer address in ``window``
     seconds; past that, logins from the address are refused unchecked."""
 
+    MAX_PEERS = 1000
+
     def __init__(self, clock: Any, failures: int = 5, window: float = 60.0) -> None:
         self.clock = clock
         self.failures = failures
@@ -81,6 +83,9 @@ class LoginThrottle:
         return max(0.0, recent[0] + self.window - self.clock.seconds())
 
     def failed(self, peer: str) -> None:
+        if len(self._recent) > self.MAX_PEERS:  # a scan from many addresses: forget the expired
+            for other in list(self._recent):
+                self._trim(other)
         recent = self._trim(peer)
         recent.append(self.clock.seconds())
         self._recent[peer] = recent

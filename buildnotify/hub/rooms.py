@@ -28,9 +28,9 @@ class ProjectRoom:
     def detach(self, observer: ObserverSession) -> None:
         self.observers.discard(observer)
 
-    def publish(self, event: BuildEvent, call: OneWayCall) -> None:
-        """Push ``call`` (the event, encoded once) to every observer; a fix
-        clears the claim on its build and tells everyone."""
+    def publish(self, event: BuildEvent, call: OneWayCall | None) -> None:
+        """Push ``call`` (the event, encoded once; None when nobody observes)
+        to every observer; a fix clears the claim on its build."""
         for observer in list(self.observers):
             observer.deliver_event(event, call)
         if event.transition is Transition.FIXED:

@@ -131,6 +131,7 @@ class PBService:
         self.outboxes: dict[pb.Broker, Outbox] = {}
         self.sessions: dict[pb.Broker, set[ObserverSession]] = {}
         self.clientless: dict[pb.Broker, int] = {}  # mindless sessions per connection
+        self._pinging: set[pb.Broker] = set()  # connections with a heartbeat ping out
         self.mutes: dict[str, dict[str, datetime]] = {}  # developer -> project -> until
         self.throttle = LoginThrottle(reactor, settings.login_failures, settings.login_window)
         checkers: list[Any] = [TokenChecker(store)]
@@ -170,7 +171,7 @@ class PBService:
         for event in events:
             room = self.rooms.get(event.project)
             if room is not None and (room.observers or room.claims):
-                room.publish(event, OneWayCall("event", event.to_dict()))
+                room.publish(event, OneWayCall("event", event.to_dict()) if room.observers else None)
         for alert in alerts:
             perspective = self.developers.get(alert.developer)
             if perspective is not None:
@@ -183,6 +184,15 @@ class PBService:
         if room is None:
             room = self.rooms[project] = ProjectRoom(project)
         return room
+
+    def leave(self, project: str, session: ObserverSession) -> None:
+        """Detach ``session`` from a room, and forget the room once nobody
+        watches it and it holds no claim (any client may name projects)."""
+        room = self.rooms.get(project)
+        if room is not None:
+            room.detach(session)
+            if not room.observers and not room.claims:
+                del self.rooms[project]
 
     def developer(self, developer: Developer) -> DeveloperPerspective:
         perspective = self.developers.get(developer.name)
@@ -283,9 +293,12 @@ class PBService:
     def _ping_everyone(self) -> None:
         for broker, sessions in list(self.sessions.items()):
             session = next(iter(sessions), None)
-            if session is None:
-                continue
-            session.ping(self.settings.ping_timeout).addCallback(self._pinged, broker)
+            if session is None or broker in self._pinging:
+                continue  # one ping at a time per connection, however long it takes
+            self._pinging.add(broker)
+            d = session.ping(self.settings.ping_timeout)
+            d.addBoth(lambda result, b=broker: (self._pinging.discard(b), result)[1])
+            d.addCallback(self._pinged, broker)
 
     def _pinged(self, alive: bool, broker: pb.Broker) -> None:
         if alive or broker not in self.sessions:

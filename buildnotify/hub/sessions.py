@@ -289,7 +289,7 @@ class ObserverSession(Session):
             return
         super().end(reason)
         for project in self.watching:
-            self.service.room(project).detach(self)
+            self.service.leave(project, self)
         self.watching.clear()
         self.service.session_ended(self)
 
@@ -368,7 +368,7 @@ class ObserverSession(Session):
         for project in projects:
             if project in self.watching:
                 self.watching.discard(project)
-                self.service.room(project).detach(self)
+                self.service.leave(project, self)
         if self.developer is not None:
             developer_id = self.developer.id
 
