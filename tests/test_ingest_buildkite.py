@@ -3,7 +3,6 @@ import hmac
 import json
 import logging
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -18,24 +17,16 @@ from buildnotify.ingest.base import (
     UnsupportedMediaType,
     content_hash,
 )
+from tests.ingest_support import Fixtures, only_event, utc
 
-FIXTURES = Path(__file__).parent / "fixtures" / "buildkite"
 TOKEN = "bk-token-for-tests"
 CONFIG = ProviderConfig(secret=TOKEN)
 RECEIVED = datetime(2024, 5, 14, 12, 10, tzinfo=timezone.utc)
 NOW = int(RECEIVED.timestamp())
 BUILD_ID = "018f7a61-93c4-4e2b-b7d0-1a2b3c4d5e6f"
 FOX = Author(name="Fox Mulder", email="fox@acme.example", login="fmulder")
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / f"{name}.json").read_bytes()
-
-
-def edited(name: str, edit) -> bytes:
-    data = json.loads(fixture(name))
-    edit(data)
-    return json.dumps(data).encode()
+fixture = Fixtures("buildkite")
+edited = fixture.edited
 
 
 def signature(body: bytes, timestamp: int = NOW, secret: str = TOKEN) -> str:
@@ -63,14 +54,7 @@ def request(
 
 
 def parse_one(event: str | None, body: bytes, config: ProviderConfig = CONFIG, **kwargs):
-    delivery = buildkite.parse(request(event, body, **kwargs), config)
-    assert delivery.provider == "buildkite"
-    assert len(delivery.events) == 1
-    return delivery, delivery.events[0]
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return only_event(buildkite.parse(request(event, body, **kwargs), config), "buildkite")
 
 
 # -- field by field ------------------------------------------------------------------

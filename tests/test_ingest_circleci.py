@@ -1,7 +1,6 @@
 import json
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -16,15 +15,13 @@ from buildnotify.ingest.base import (
     UnsupportedMediaType,
     hmac_sha256_hex,
 )
+from tests.ingest_support import Fixtures, only_event, utc
 
-FIXTURES = Path(__file__).parent / "fixtures" / "circleci"
 SECRET = "circle-signing-secret"
 CONFIG = ProviderConfig(secret=SECRET)
 RECEIVED = datetime(2024, 5, 14, 13, 0, tzinfo=timezone.utc)
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / f"{name}.json").read_bytes()
+fixture = Fixtures("circleci")
+edited = fixture.edited
 
 
 def request(
@@ -44,20 +41,7 @@ def request(
 
 
 def parse_one(body: bytes, **kwargs):
-    delivery = circleci.parse(request(body, **kwargs), CONFIG)
-    assert delivery.provider == "circleci"
-    assert len(delivery.events) == 1
-    return delivery, delivery.events[0]
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-
-
-def with_changes(name: str, change) -> bytes:
-    data = json.loads(fixture(name))
-    change(data)
-    return json.dumps(data).encode()
+    return only_event(circleci.parse(request(body, **kwargs), CONFIG), "circleci")
 
 
 # -- signatures ----------------------------------------------------------------------
@@ -157,7 +141,7 @@ def test_missing_required_field_is_bad_request_naming_it(name, path):
         del data[leaf]
 
     with pytest.raises(BadRequest) as e:
-        circleci.parse(request(with_changes(name, drop)), CONFIG)
+        circleci.parse(request(edited(name, drop)), CONFIG)
     assert path in e.value.message
 
 
@@ -177,7 +161,7 @@ def test_ping_is_ignored():
 
 
 def test_unknown_event_is_ignored():
-    body = with_changes("workflow_completed_failed", lambda d: d.update(type="pipeline-created"))
+    body = edited("workflow_completed_failed", lambda d: d.update(type="pipeline-created"))
     with pytest.raises(Ignored, match="pipeline-created"):
         circleci.parse(request(body), CONFIG)
 
@@ -215,18 +199,18 @@ def test_status_map_is_the_documented_table():
 
 @pytest.mark.parametrize(("raw", "expected"), sorted(EXPECTED_STATUSES.items()))
 def test_status_map_entry_through_workflow(raw, expected):
-    body = with_changes("workflow_completed_failed", lambda d: d["workflow"].update(status=raw))
+    body = edited("workflow_completed_failed", lambda d: d["workflow"].update(status=raw))
     assert parse_one(body)[1].status is expected
 
 
 @pytest.mark.parametrize(("raw", "expected"), sorted(EXPECTED_STATUSES.items()))
 def test_status_map_entry_through_job(raw, expected):
-    body = with_changes("job_completed_success", lambda d: d["job"].update(status=raw.upper()))
+    body = edited("job_completed_success", lambda d: d["job"].update(status=raw.upper()))
     assert parse_one(body)[1].status is expected
 
 
 def test_unknown_status_falls_back_and_logs(caplog):
-    body = with_changes("workflow_completed_failed", lambda d: d["workflow"].update(status="vaporized"))
+    body = edited("workflow_completed_failed", lambda d: d["workflow"].update(status="vaporized"))
     with caplog.at_level(logging.WARNING):
         _, event = parse_one(body)
     assert event.status is FALLBACK_STATUS
@@ -313,4 +297,4 @@ def test_project_from_slug(slug, org, name, expected):
         d["project"].update(slug=slug, name=name)
         d["organization"]["name"] = org
 
-    assert parse_one(with_changes("workflow_completed_failed", change))[1].project == expected
+    assert parse_one(edited("workflow_completed_failed", change))[1].project == expected

@@ -1,7 +1,6 @@
 import json
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +14,11 @@ from buildnotify.ingest.base import (
     UnsupportedMediaType,
     content_hash,
 )
+from tests.ingest_support import Fixtures, only_event
 
-FIXTURES = Path(__file__).parent / "fixtures" / "generic"
 CONFIG = ProviderConfig(tokens={"hil-rig": "tok-hil-0123456789", "backup-cron": "tok-backup-abcdef"})
 RECEIVED = datetime(2024, 5, 14, 4, 0, tzinfo=timezone.utc)
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / f"{name}.json").read_bytes()
+fixture = Fixtures("generic")
 
 
 def request(
@@ -42,10 +38,7 @@ def request(
 
 
 def parse_one(body: bytes, config: ProviderConfig = CONFIG, **kwargs):
-    delivery = generic.parse(request(body, **kwargs), config)
-    assert delivery.provider == "generic"
-    assert len(delivery.events) == 1
-    return delivery, delivery.events[0]
+    return only_event(generic.parse(request(body, **kwargs), config), "generic")
 
 
 def body_of(**fields) -> bytes:

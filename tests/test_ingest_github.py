@@ -1,7 +1,5 @@
-import json
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -17,16 +15,14 @@ from buildnotify.ingest.base import (
     UnsupportedMediaType,
     hmac_sha256_hex,
 )
+from tests.ingest_support import Fixtures, only_event, utc
 
-FIXTURES = Path(__file__).parent / "fixtures" / "github"
 SECRET = "s3cret-for-tests"
 CONFIG = ProviderConfig(secret=SECRET)
 RECEIVED = datetime(2024, 5, 14, 12, 0, tzinfo=timezone.utc)
 DELIVERY = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / f"{name}.json").read_bytes()
+fixture = Fixtures("github")
+edited = fixture.edited
 
 
 def sign(body: bytes, secret: str = SECRET) -> str:
@@ -49,14 +45,7 @@ def request(
 
 
 def parse_one(event: str, body: bytes, **kwargs):
-    delivery = github.parse(request(event, body, **kwargs), CONFIG)
-    assert delivery.provider == "github"
-    assert len(delivery.events) == 1
-    return delivery, delivery.events[0]
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return only_event(github.parse(request(event, body, **kwargs), CONFIG), "github")
 
 
 # -- signatures ----------------------------------------------------------------------
@@ -182,15 +171,14 @@ def test_malformed_json_is_bad_request():
     ],
 )
 def test_missing_required_field_is_bad_request_naming_it(event, name, path):
-    data = json.loads(fixture(name))
-    parent = data
-    *parents, leaf = path.split(".")
-    for part in parents:
-        parent = parent[part]
-    del parent[leaf]
-    body = json.dumps(data).encode()
+    def drop(data):
+        *parents, leaf = path.split(".")
+        for part in parents:
+            data = data[part]
+        del data[leaf]
+
     with pytest.raises(BadRequest) as e:
-        github.parse(request(event, body), CONFIG)
+        github.parse(request(event, edited(name, drop)), CONFIG)
     assert path in e.value.message
 
 
@@ -250,30 +238,28 @@ def test_status_map_is_the_documented_table():
 
 @pytest.mark.parametrize(("raw", "expected"), sorted(EXPECTED_STATUSES.items()))
 def test_status_map_entry_through_parse(raw, expected):
-    data = json.loads(fixture("workflow_run_completed_failure"))
-    if raw in ("requested", "queued", "pending", "waiting", "in_progress"):
-        data["workflow_run"].update(status=raw, conclusion=None)
-    elif raw == "completed":
-        data["workflow_run"].update(status="completed", conclusion=None)
-    else:
-        data["workflow_run"].update(status="completed", conclusion=raw)
-    _, event = parse_one("workflow_run", json.dumps(data).encode())
+    def change(data):
+        if raw in ("requested", "queued", "pending", "waiting", "in_progress"):
+            data["workflow_run"].update(status=raw, conclusion=None)
+        elif raw == "completed":
+            data["workflow_run"].update(status="completed", conclusion=None)
+        else:
+            data["workflow_run"].update(status="completed", conclusion=raw)
+
+    _, event = parse_one("workflow_run", edited("workflow_run_completed_failure", change))
     assert event.status is expected
 
 
 @pytest.mark.parametrize("state", ["pending", "success", "failure", "error"])
 def test_every_commit_status_state_is_known(state):
-    data = json.loads(fixture("status_failure"))
-    data["state"] = state
-    _, event = parse_one("status", json.dumps(data).encode())
+    _, event = parse_one("status", edited("status_failure", lambda d: d.update(state=state)))
     assert event.status is EXPECTED_STATUSES[state]
 
 
 def test_unknown_status_falls_back_and_logs(caplog):
-    data = json.loads(fixture("workflow_run_completed_failure"))
-    data["workflow_run"]["conclusion"] = "exploded"
+    body = edited("workflow_run_completed_failure", lambda d: d["workflow_run"].update(conclusion="exploded"))
     with caplog.at_level(logging.WARNING):
-        _, event = parse_one("workflow_run", json.dumps(data).encode())
+        _, event = parse_one("workflow_run", body)
     assert event.status is FALLBACK_STATUS
     assert any("exploded" in r.getMessage() and "github" in r.getMessage() for r in caplog.records)
 
@@ -375,11 +361,12 @@ def test_status_failure():
 
 
 def test_status_without_linked_author_or_clear_branch():
-    data = json.loads(fixture("status_failure"))
-    data["commit"]["author"] = None
-    data["branches"][0]["commit"]["sha"] = "0" * 40
-    data["state"] = "pending"
-    _, event = parse_one("status", json.dumps(data).encode())
+    def change(data):
+        data["commit"]["author"] = None
+        data["branches"][0]["commit"]["sha"] = "0" * 40
+        data["state"] = "pending"
+
+    _, event = parse_one("status", edited("status_failure", change))
     assert event.author == Author(name="Mona Lisa Octocat", email="mona@acme.example", login=None)
     assert event.branch is None  # two branches contain it, neither has it as head
     assert event.status is Status.QUEUED

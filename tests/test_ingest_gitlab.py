@@ -1,7 +1,5 @@
-import json
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -17,23 +15,15 @@ from buildnotify.ingest.base import (
     content_hash,
     parse_time,
 )
+from tests.ingest_support import Fixtures, only_event, utc
 
-FIXTURES = Path(__file__).parent / "fixtures" / "gitlab"
 SECRET = "gl-token-for-tests"
 CONFIG = ProviderConfig(secret=SECRET)
 RECEIVED = datetime(2024, 5, 14, 12, 10, tzinfo=timezone.utc)
 IDEMPOTENCY_KEY = "9db5a20d-3bbb-416d-a265-c095052a9348"
 PIPELINE, JOB = "Pipeline Hook", "Job Hook"
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / f"{name}.json").read_bytes()
-
-
-def edited(name: str, edit) -> bytes:
-    data = json.loads(fixture(name))
-    edit(data)
-    return json.dumps(data).encode()
+fixture = Fixtures("gitlab")
+edited = fixture.edited
 
 
 def request(
@@ -61,14 +51,7 @@ def request(
 
 
 def parse_one(event: str | None, body: bytes, config: ProviderConfig = CONFIG, **kwargs):
-    delivery = gitlab.parse(request(event, body, **kwargs), config)
-    assert delivery.provider == "gitlab"
-    assert len(delivery.events) == 1
-    return delivery, delivery.events[0]
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return only_event(gitlab.parse(request(event, body, **kwargs), config), "gitlab")
 
 
 # -- field by field ------------------------------------------------------------------

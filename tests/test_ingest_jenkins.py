@@ -1,8 +1,6 @@
 import base64
-import json
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -16,23 +14,15 @@ from buildnotify.ingest.base import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from tests.ingest_support import Fixtures, only_event, utc
 
-FIXTURES = Path(__file__).parent / "fixtures" / "jenkins"
 TOKEN = "jk-token-for-tests"
 CONFIG = ProviderConfig(tokens={"ci-main": TOKEN, "ci-legacy": "legacy-token"})
 RECEIVED = datetime(2024, 5, 14, 12, 0, tzinfo=timezone.utc)
 BUILD_URL = "https://jenkins.acme.example/job/acme/job/widget/job/main/42/"
 SHA = "5d41402abc4b2a76b9719d911017c592ae1f3c2e"
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / f"{name}.json").read_bytes()
-
-
-def edited(name: str, edit) -> bytes:
-    data = json.loads(fixture(name))
-    edit(data)
-    return json.dumps(data).encode()
+fixture = Fixtures("jenkins")
+edited = fixture.edited
 
 
 def request(
@@ -47,14 +37,7 @@ def request(
 
 
 def parse_one(body: bytes, config: ProviderConfig = CONFIG, **kwargs):
-    delivery = jenkins.parse(request(body, **kwargs), config)
-    assert delivery.provider == "jenkins"
-    assert len(delivery.events) == 1
-    return delivery, delivery.events[0]
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return only_event(jenkins.parse(request(body, **kwargs), config), "jenkins")
 
 
 # -- field by field ------------------------------------------------------------------
