@@ -16,7 +16,8 @@ from twisted.internet.threads import deferToThread
 from buildnotify.events import Author, BuildEvent, Status, Transition
 from buildnotify.ingest.base import Delivery
 from buildnotify.store import Recorded, Store, database
-from buildnotify.store.record import RecordCache, record_batch
+from buildnotify.store.cache import RecordCache
+from buildnotify.store.record import record_batch
 from buildnotify.store.schema import metadata
 from tests.support import database_url, per_backend
 

@@ -19,7 +19,8 @@ from twisted.python.threadpool import ThreadPool
 from buildnotify.events import BuildEvent
 from buildnotify.ingest.base import Delivery
 from buildnotify.store import database, queries
-from buildnotify.store.record import Alert, RecordCache, Recorded, record_batch
+from buildnotify.store.cache import RecordCache
+from buildnotify.store.record import Alert, Recorded, record_batch
 from buildnotify.store.writer import GroupCommitWriter
 
 __all__ = ["Alert", "Recorded", "Store"]

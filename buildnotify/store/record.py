@@ -8,7 +8,8 @@ statement cost more than SQLite's. Values are adapted here exactly as
 SQLAlchemy would, so what is stored reads back the same.
 
 What the writer knows of committed runs and branches can be kept across
-batches in a :class:`RecordCache`, so most deliveries need no lookup at all.
+batches in a :class:`~buildnotify.store.cache.RecordCache`, so most
+deliveries need no lookup at all.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from buildnotify.events import Author, BuildEvent, Status, Transition, classify, utcnow
 from buildnotify.ingest.base import Delivery
+from buildnotify.store.cache import DEPTH, UNKNOWN, Branch, RecordCache, Run, RunKey
 from buildnotify.store.schema import UTCDateTime, projects
 from buildnotify.store.schema import alerts as alerts_table
 
 MAX_KEY = 255
-#: Finished runs a branch's cache entry keeps (twice as many before trimming).
-DEPTH = 8
 #: Rows per lookup statement (well under every backend's parameter limit).
 CHUNK = 500
 
@@ -60,89 +60,6 @@ class Alert:
 #: Transitions that alert the commit's author.
 ALERTING = (Transition.FAILED, Transition.STILL_FAILING, Transition.FIXED)
 
-RunKey = tuple[str, str, str, str]  # provider, project, pipeline, build_id
-BranchKey = tuple[str, str, str | None]  # project, pipeline, branch
-
-
-@dataclasses.dataclass(slots=True)
-class _Run:
-    """The builds row of one run as the writer sees it; ``stored`` once the row exists."""
-
-    stored: bool
-    branch: str | None
-    seq: int
-    attempt: int
-    phase: int
-    moment: datetime | None
-    status: str
-    result: str | None
-    pending_event: int | None = None  # index into the batch's events
-    dirty: bool = False
-
-
-_UNKNOWN: Any = object()
-
-
-@dataclasses.dataclass(slots=True)
-class _Branch:
-    """The finished runs of one (project, pipeline, branch): (provider,
-    build_id) -> (seq, result) of every one with seq > ``floor`` (of all of
-    them when ``floor`` is None), enough to classify builds newer than the floor."""
-
-    results: dict[tuple[str, str], tuple[int, str]]
-    floor: int | None
-
-    @classmethod
-    def load(cls, rows: Sequence[tuple[str, str, int, str]]) -> _Branch:
-        """From the branch's newest DEPTH + 1 finished runs, newest first."""
-        if len(rows) <= DEPTH:
-            return cls({(p, b): (s, r) for p, b, s, r in rows}, None)
-        floor = rows[-1][2]  # runs at the floor may go on past the rows read
-        return cls({(p, b): (s, r) for p, b, s, r in rows if s > floor}, floor)
-
-    def previous(self, seq: int) -> tuple[int, str] | None:
-        """The nearest finished run before ``seq``; _UNKNOWN if it may lie below the floor."""
-        best = None
-        for found in self.results.values():
-            if found[0] < seq and (best is None or found[0] > best[0]):
-                best = found
-        return _UNKNOWN if best is None and self.floor is not None else best
-
-    def note(self, ident: tuple[str, str], run: _Run, branch: str | None) -> None:
-        """Follow a change of a run (this branch's or no longer)."""
-        if run.branch != branch or run.result is None:
-            self.results.pop(ident, None)
-        elif self.floor is None or run.seq > self.floor:
-            self.results[ident] = (run.seq, run.result)
-            if len(self.results) > 2 * DEPTH:
-                self.floor = sorted((s for s, _ in self.results.values()), reverse=True)[DEPTH]
-                self.results = {k: v for k, v in self.results.items() if v[0] > self.floor}
-
-
-class RecordCache:
-    """What the writer knows of committed runs, branches and projects, kept
-    across batches. It is exact only while this process is the database's
-    only writer, and only if cleared on every rollback (it already holds the
-    rolled-back transaction's changes). Bounded: the least recently used
-    half goes when a table is full."""
-
-    def __init__(self, max_runs: int = 20_000, max_branches: int = 2_000) -> None:
-        self.max_runs, self.max_branches = max_runs, max_branches
-        self.runs: dict[RunKey, _Run] = {}
-        self.branches: dict[BranchKey, _Branch] = {}
-        self.projects: set[str] = set()
-
-    def clear(self) -> None:
-        self.runs.clear()
-        self.branches.clear()
-        self.projects.clear()
-
-    def trim(self) -> None:
-        for table, limit in ((self.runs, self.max_runs), (self.branches, self.max_branches)):
-            if len(table) > limit:
-                for key in list(table)[: len(table) - limit // 2]:
-                    del table[key]
-
 
 def storage_key(key: str) -> str:
     """Delivery keys longer than the column are stored as their hash."""
@@ -162,7 +79,7 @@ def moment_of(event: BuildEvent) -> datetime | None:
     return event.finished_at or event.started_at
 
 
-def is_newer(attempt: int, moment: datetime | None, phase: int, run: _Run) -> bool:
+def is_newer(attempt: int, moment: datetime | None, phase: int, run: Run) -> bool:
     """Whether an update is newer than what the store has of its run: a later
     attempt; else a later CI timestamp (a GitLab or Buildkite retry finishes
     again under the same attempt); else a later phase (queued < running <
@@ -322,7 +239,7 @@ class _Batch:
         self.cursor = conn.connection.cursor()
         self.sql = _sql(conn.dialect)
         self.cache = cache
-        self.runs: dict[RunKey, _Run | None] = {}  # this batch's runs; None: not stored
+        self.runs: dict[RunKey, Run | None] = {}  # this batch's runs; None: not stored
         # to insert, with what the store adds: transition, delivery key, received_at
         self.events: list[tuple[BuildEvent, Transition | None, str, datetime]] = []
 
@@ -405,15 +322,15 @@ class _Batch:
             for row in self._rows(self.sql.runs(len(chunk)), params):
                 key = tuple(row[:4])
                 branch, seq, attempt, phase, moment, status, result = row[4:]
-                run = _Run(True, branch, seq, attempt, phase, from_db(moment), status, result)
+                run = Run(True, branch, seq, attempt, phase, from_db(moment), status, result)
                 self.runs[key] = cached[key] = run  # type: ignore[index]
 
-    def _branch(self, project: str, pipeline: str, branch: str | None) -> _Branch:
+    def _branch(self, project: str, pipeline: str, branch: str | None) -> Branch:
         """The branch's newest finished runs, from the cache or read now."""
         bkey = (project, pipeline, branch)
         entry = self.cache.branches.get(bkey)
         if entry is None:
-            entry = _Branch.load(self._finished(project, pipeline, branch, None, DEPTH + 1))
+            entry = Branch.load(self._finished(project, pipeline, branch, None, DEPTH + 1))
             for (provider, p, pl, build_id), run in self.runs.items():
                 if run is not None and run.dirty and (p, pl) == (project, pipeline):
                     entry.note((provider, build_id), run, branch)  # not in the database yet
@@ -450,7 +367,7 @@ class _Batch:
         elif event.status is Status.RUNNING:
             transition = Transition.STARTED
         if run is None:
-            run = _Run(False, event.branch, seq, event.attempt, phase, moment, event.status.value, None)
+            run = Run(False, event.branch, seq, event.attempt, phase, moment, event.status.value, None)
             self.runs[key] = self.cache.runs[key] = run
         old_branch = run.branch
         run.attempt, run.phase, run.status, run.dirty = event.attempt, phase, event.status.value, True
@@ -471,7 +388,7 @@ class _Batch:
         (project, pipeline, branch), as this transaction sees it."""
         _, project, pipeline, _ = key
         found = self._branch(project, pipeline, branch).previous(seq)
-        if found is _UNKNOWN:  # older than what the branch's entry holds: ask the database
+        if found is UNKNOWN:  # older than what the branch's entry holds: ask the database
             found = None
             for provider, build_id, row_seq, result in self._finished(project, pipeline, branch, seq, 1):
                 run = self.runs.get((provider, project, pipeline, build_id))
