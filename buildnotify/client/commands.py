@@ -17,8 +17,10 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TextIO
+
+from buildnotify.client.settings import add_connection_options
+from buildnotify.client.watch import COLOURS, RESET
 
 # Only light imports at module level: the parser is built for every command.
 
@@ -33,16 +35,6 @@ DEFAULT_TIMEOUT = 30.0
 PROG = "buildnotify-cli"
 NO_BRANCH = "-"  # --branch -: the build has no branch
 
-RESET = "\033[0m"
-COLOURS = {
-    "failure": "\033[31m",
-    "error": "\033[31m",
-    "success": "\033[32m",
-    "running": "\033[33m",
-    "queued": "\033[33m",
-    "cancelled": "\033[90m",
-    "skipped": "\033[90m",
-}
 
 EXIT_HELP = (
     "Exit status: 0 done, 1 the hub said no or nothing to do, 2 usage or config error, "
@@ -129,26 +121,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _connection_options(parser: argparse.ArgumentParser, anonymous: bool = False) -> None:
-    """The same hub, user and token options as ``watch``."""
-    parser.add_argument(
-        "--hub", metavar="ENDPOINT", help="the hub's PB endpoint (default tcp:127.0.0.1:8787)"
-    )
-    parser.add_argument("--user", metavar="NAME", help="log in as this developer (needs a token)")
-    if anonymous:
-        parser.add_argument(
-            "--anonymous",
-            action="store_true",
-            help="log in anonymously even if the client config names a user",
-        )
-    parser.add_argument(
-        "--token-file", metavar="F", type=Path, help="file holding the token (else $BUILDNOTIFY_TOKEN)"
-    )
-    parser.add_argument(
-        "--client-config",
-        metavar="FILE",
-        type=Path,
-        help="client config (default ~/.config/buildnotify/client.toml or $BUILDNOTIFY_CLIENT_CONFIG)",
-    )
+    """The same hub, user and token options as ``watch``, and ``--timeout``."""
+    add_connection_options(parser, anonymous=anonymous)
     parser.add_argument(
         "--timeout",
         metavar="S",
@@ -205,51 +179,34 @@ def _say(message: str) -> None:
 
 def _command(name: str, body: Body, developer: bool = True) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        args.command_name = name
-        return _run(args, body, developer)
+        return _run(args, name, body, developer)
 
     return run
 
 
-def _run(args: argparse.Namespace, body: Body, developer: bool) -> int:
+def _run(args: argparse.Namespace, name: str, body: Body, developer: bool) -> int:
     """Resolve hub, user and token like ``watch``; check the arguments; then
     connect, log in, run ``body`` and exit with its code."""
-    from buildnotify.client.settings import ClientConfigError, load_config, resolve_token
+    from buildnotify.client.settings import ClientConfigError, resolve_connection
 
-    name = args.command_name
+    needs_user = (
+        f"{name} needs a developer: give --user NAME (or set user in the client config)"
+        if developer
+        else None
+    )
     try:
-        config = load_config(args.client_config)
+        connection = resolve_connection(args, needs_user=needs_user)
     except ClientConfigError as e:
         _say(str(e))
         return EXIT_USAGE
-    hub = args.hub or config.hub
-    user = None if getattr(args, "anonymous", False) else (args.user or config.user)
-    if developer and user is None:
-        _say(f"{name} needs a developer: give --user NAME (or set user in the client config)")
-        return EXIT_USAGE
-    token = None
-    if user is not None:
-        try:
-            token, warning = resolve_token(None, args.token_file, config)
-        except ClientConfigError as e:
-            _say(str(e))
-            return EXIT_USAGE
-        if token is None:
-            _say(
-                f"no token for {user}: give --token-file, set BUILDNOTIFY_TOKEN, or set token_file "
-                "in the client config"
-            )
-            return EXIT_USAGE
-        if warning:
-            _say(f"warning: {warning}")
-    elif args.token_file is not None:
-        _say("--token-file needs --user (or a user in the client config)")
-        return EXIT_USAGE
+    if connection.warning:
+        _say(f"warning: {connection.warning}")
+    hub, user = connection.hub, connection.user
     if args.timeout <= 0:
         _say("--timeout must be more than 0 seconds")
         return EXIT_USAGE
     try:
-        _check(args, config, user)
+        _check(args, name, connection.config, user)
     except Failed as e:
         if e.message:
             _say(e.message)
@@ -262,19 +219,19 @@ def _run(args: argparse.Namespace, body: Body, developer: bool) -> int:
     except (ValueError, TypeError, KeyError) as e:
         _say(f"not a hub endpoint: {hub!r} ({e}); e.g. tcp:127.0.0.1:8787 or tls:hub.example.com:8787")
         return EXIT_USAGE
-    return _in_reactor(reactor, lambda: _session(args, body, endpoint, hub, user, token))
+    return _in_reactor(reactor, lambda: _session(args, body, endpoint, hub, user, connection.token))
 
 
-def _check(args: argparse.Namespace, config: Any, user: str | None) -> None:
+def _check(args: argparse.Namespace, name: str, config: Any, user: str | None) -> None:
     """Mistakes found before connecting; resolves defaults on ``args``."""
-    if args.command_name == "status":
+    if name == "status":
         args.project = list(args.project) or list(config.projects) or None
         if user is None and not args.project:
             raise Failed(EXIT_USAGE, "name the projects with --project P (or projects in the client config)")
-    elif args.command_name == "ack":
+    elif name == "ack":
         if args.all and args.alert_ids:
             raise Failed(EXIT_USAGE, "give alert ids or --all, not both")
-    elif args.command_name == "mute" and args.minutes is not None and not args.minutes > 0:
+    elif name == "mute" and args.minutes is not None and not args.minutes > 0:
         raise Failed(EXIT_USAGE, "--minutes must be more than 0 (leave it out to mute until unmuted)")
 
 
@@ -316,7 +273,7 @@ async def _session(
     from twisted.internet import defer, error, reactor
     from twisted.spread import pb
 
-    from buildnotify.client.core import _describe
+    from buildnotify.client.core import describe
     from buildnotify.hub.wire import SECURITY
 
     factory = pb.PBClientFactory(security=SECURITY)
@@ -330,7 +287,7 @@ async def _session(
         except defer.CancelledError:
             raise
         except Exception as e:
-            raise Failed(EXIT_UNREACHABLE, f"cannot reach the hub at {hub}: {_describe(e)}") from None
+            raise Failed(EXIT_UNREACHABLE, f"cannot reach the hub at {hub}: {describe(e)}") from None
         try:
             if user is None:
                 perspective = await root.callRemote("loginAnonymous", None)
@@ -354,7 +311,7 @@ async def _session(
         _say(f"the hub at {hub} did not answer within {args.timeout:g} s")
         return EXIT_UNREACHABLE
     except (pb.PBConnectionLost, pb.DeadReferenceError, error.ConnectionLost, error.ConnectionDone) as e:
-        _say(f"lost the connection to the hub at {hub}: {_describe(e)}")
+        _say(f"lost the connection to the hub at {hub}: {describe(e)}")
         return EXIT_UNREACHABLE
     finally:
         if broker is not None and broker.transport is not None:
@@ -441,9 +398,7 @@ def table(
 
 def _until(iso: str | None) -> str:
     moment = _moment(iso)
-    if moment is None:
-        return "until you unmute it"
-    if moment.year >= 9999:
+    if moment is None or moment.year >= 9999:
         return "until you unmute it"
     local = moment.astimezone()
     same_day = local.date() == datetime.now().astimezone().date()
@@ -534,7 +489,7 @@ def alert_line(alert: dict[str, Any]) -> tuple[str, ...]:
         str(alert.get("alert_id")),
         age(event),
         event.get("transition") or "",
-        f"{event.get('project')} {event.get('pipeline')}@{event.get('branch') or NO_BRANCH}",
+        _where(event),
         (event.get("sha") or "")[:8],
         event.get("url") or "",
     )

@@ -387,7 +387,7 @@ class WatchClient:
             except CancelledError:
                 pass
             except Exception as e:  # anything the network or the hub throws at us: retry
-                reason = _describe(e)
+                reason = describe(e)
             finally:
                 if self._link is not None and self._link.goodbye:
                     reason = f"the hub said goodbye: {self._link.goodbye}"
@@ -584,7 +584,8 @@ async def _refusable(d: Deferred[Any]) -> Any:
         raise
 
 
-def _describe(e: BaseException) -> str:
+def describe(e: BaseException) -> str:
+    """A connection or hub error, in a few words for the user."""
     if isinstance(e, error.ConnectionRefusedError):
         return "connection refused"
     if isinstance(e, error.TimeoutError | defer.TimeoutError):

@@ -14,6 +14,7 @@ a token file, or ``BUILDNOTIFY_TOKEN``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import stat
@@ -136,3 +137,66 @@ def resolve_token(
     if config is not None and config.token_file is not None:
         return read_token_file(config.token_file)
     return None, None
+
+
+# -- the connection options shared by ``watch`` and the one-shot commands --------------
+
+
+def add_connection_options(parser: argparse.ArgumentParser, anonymous: bool = True) -> None:
+    """``--hub``, ``--user``, ``--anonymous`` (if ``anonymous``), ``--token-file``
+    and ``--client-config``; :func:`resolve_connection` reads them."""
+    parser.add_argument(
+        "--hub", metavar="ENDPOINT", help="the hub's PB endpoint (default tcp:127.0.0.1:8787)"
+    )
+    parser.add_argument("--user", metavar="NAME", help="log in as this developer (needs a token)")
+    if anonymous:
+        parser.add_argument(
+            "--anonymous",
+            action="store_true",
+            help="log in anonymously even if the client config names a user",
+        )
+    parser.add_argument(
+        "--token-file", metavar="F", type=Path, help="file holding the token (else $BUILDNOTIFY_TOKEN)"
+    )
+    parser.add_argument(
+        "--client-config",
+        metavar="FILE",
+        type=Path,
+        help="client config (default ~/.config/buildnotify/client.toml or $BUILDNOTIFY_CLIENT_CONFIG)",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """Where to connect and as whom, from the options and the client config."""
+
+    config: ClientConfig
+    hub: str
+    user: str | None = None  # None: anonymous
+    token: str | None = None
+    warning: str | None = None  # about the token file, for the user
+
+
+def resolve_connection(
+    args: argparse.Namespace, *, needs_user: str | None = None, no_token_hint: str = ""
+) -> Connection:
+    """Hub, user and token from the options of :func:`add_connection_options`
+    and the client config. Raises :class:`ClientConfigError` with a message for
+    the user: ``needs_user`` if there is no user and one is needed;
+    ``no_token_hint`` ends the message when a user has no token."""
+    config = load_config(args.client_config)
+    hub = args.hub or config.hub
+    user = None if getattr(args, "anonymous", False) else (args.user or config.user)
+    if user is None:
+        if needs_user is not None:
+            raise ClientConfigError(needs_user)
+        if args.token_file is not None:
+            raise ClientConfigError("--token-file needs --user (or a user in the client config)")
+        return Connection(config, hub)
+    token, warning = resolve_token(None, args.token_file, config)
+    if token is None:
+        raise ClientConfigError(
+            f"no token for {user}: give --token-file, set BUILDNOTIFY_TOKEN, or set token_file "
+            f"in the client config{no_token_hint}"
+        )
+    return Connection(config, hub, user, token, warning)

@@ -16,8 +16,9 @@ import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TextIO
+
+from buildnotify.client.settings import add_connection_options
 
 # Only light imports at module level: the parser is built for every command.
 
@@ -44,16 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "Exit status: 0 done, 1 --until-finished build did not succeed, 2 usage or config error, "
         "3 signed in elsewhere, 4 refused by the hub, 130 interrupted. See docs/watch.md.",
     )
-    parser.add_argument(
-        "--hub", metavar="ENDPOINT", help="the hub's PB endpoint (default tcp:127.0.0.1:8787)"
-    )
-    parser.add_argument("--user", metavar="NAME", help="log in as this developer (needs a token)")
-    parser.add_argument(
-        "--anonymous", action="store_true", help="log in anonymously even if the client config names a user"
-    )
-    parser.add_argument(
-        "--token-file", metavar="F", type=Path, help="file holding the token (else $BUILDNOTIFY_TOKEN)"
-    )
+    add_connection_options(parser)
     parser.add_argument(
         "--project",
         metavar="P",
@@ -78,12 +70,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--from-now", action="store_true", help="skip what happened since the last run; show new events only"
-    )
-    parser.add_argument(
-        "--client-config",
-        metavar="FILE",
-        type=Path,
-        help="client config (default ~/.config/buildnotify/client.toml or $BUILDNOTIFY_CLIENT_CONFIG)",
     )
     parser.set_defaults(run=run)
     return parser
@@ -352,41 +338,33 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from buildnotify.client.settings import ClientConfigError, load_config, resolve_token
+    from buildnotify.client.settings import ClientConfigError, resolve_connection
 
     try:
-        config = load_config(args.client_config)
+        connection = resolve_connection(args, no_token_hint=" (or watch --anonymous)")
     except ClientConfigError as e:
         return _fail(str(e))
-    hub = args.hub or config.hub
-    user = None if args.anonymous else (args.user or config.user)
-    token = None
-    if user is not None:
-        try:
-            token, warning = resolve_token(None, args.token_file, config)
-        except ClientConfigError as e:
-            return _fail(str(e))
-        if token is None:
-            return _fail(
-                f"no token for {user}: give --token-file, set BUILDNOTIFY_TOKEN, or set token_file "
-                "in the client config (or watch --anonymous)"
-            )
-        if warning:
-            print(f"buildnotify-cli watch: warning: {warning}", file=sys.stderr)
-    elif args.token_file is not None:
-        return _fail("--token-file needs --user (or a user in the client config)")
+    if connection.warning:
+        print(f"buildnotify-cli watch: warning: {connection.warning}", file=sys.stderr)
     until = None
     if args.until_finished:
         project, _, branch = args.until_finished.partition("@")
         if not project:
             return _fail("--until-finished takes PROJECT or PROJECT@BRANCH")
         until = (project, branch or None)
-    projects: list[str] | None = list(args.project) or list(config.projects) or None
+    projects: list[str] | None = list(args.project) or list(connection.config.projects) or None
     if until is not None and (projects is None or until[0] not in projects):
         projects = [*(projects or []), until[0]]
-    if user is None and not projects:
+    if connection.user is None and not projects:
         return _fail("name the projects to watch with --project P (or projects in the client config)")
-    return _watch(args, hub=hub, user=user, token=token, projects=projects, until=until)
+    return _watch(
+        args,
+        hub=connection.hub,
+        user=connection.user,
+        token=connection.token,
+        projects=projects,
+        until=until,
+    )
 
 
 def _watch(
