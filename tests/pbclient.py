@@ -87,14 +87,37 @@ async def add_developer(store: Any, name: str, emails: Iterable[str] = (), login
     return await store.write(write)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll the reactor until ``predicate()``; fail after ``timeout`` seconds."""
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, what: str | Callable[[], str] = "condition"
+) -> None:
+    """Poll the reactor until ``predicate()``; fail after ``timeout`` seconds,
+    saying ``what`` was missing (a callable: computed at the failure, so it can
+    name the missing event ids and the client's position)."""
     waited = 0.0
     while not predicate():
         if waited >= timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
+            )
         await deferLater(reactor, 0.01, lambda: None)
         waited += 0.01
+
+
+def missing_events(expected: list[int], received: list[int], position: object = None) -> Callable[[], str]:
+    """A ``what`` for :func:`wait_until`: which ids are missing or repeated,
+    and where the client stood."""
+
+    def describe() -> str:
+        missing = sorted(set(expected) - set(received))
+        extra = sorted(set(received) - set(expected))
+        repeated = sorted({i for i in received if received.count(i) > 1})
+        where = position() if callable(position) else position
+        return (
+            f"every event: missing {missing}, unexpected {extra}, repeated {repeated}, "
+            f"order ok: {received == sorted(received)}, client position {where}"
+        )
+
+    return describe
 
 
 async def pause(seconds: float) -> None:

@@ -262,12 +262,18 @@ class ResumeTests(PBTestCase):
         await wait_until(lambda: during, timeout=5, what="posting to start")
         second = await (await self.client()).anonymous(second_mind)
         answer = await second.callRemote("watch", [WIDGET], first_mind.event_ids[-1])
+        before_answer = list(second_mind.event_ids)  # PB delivers in order: all sent before the answer
         done = True
         await poster
         stored = [e.id for e in await self.hub.events(WIDGET)]
         await wait_until(lambda: stored[-1] in second_mind.event_ids, timeout=10, what="the last event")
         await pause(0.2)  # room for a duplicate to show up
         self.assertEqual(first_mind.event_ids + second_mind.event_ids, stored)
+        # the answer's position covers exactly what was pushed before it: a client
+        # storing it neither repeats an event on its next resume nor skips one
+        self.assertGreaterEqual(answer["last_id"], max(before_answer, default=0))
+        covered = [i for i in stored if i <= answer["last_id"]]
+        self.assertEqual(covered, first_mind.event_ids + before_answer)
         self.assertGreater(len(during), 3)  # events were committed during the reconnect
         self.assertGreaterEqual(answer["replayed"], away)
         self.assertEqual({e["project"] for e in second_mind.events}, {WIDGET})
@@ -295,6 +301,49 @@ class ResumeTests(PBTestCase):
         )
         await self.resume(away=10)
         await pause(0.1)  # let the last delayed announcements run before the hub stops
+
+
+class StreamPositionTests(PBTestCase):
+    """The watch answer's ``last_id``: where the session's stream stands."""
+
+    async def test_an_empty_hub_answers_zero_and_a_later_one_its_newest_event(self) -> None:
+        await self.start()
+        _, first = await self.observer([WIDGET])
+        self.assertEqual((await first.callRemote("watch", [WIDGET]))["last_id"], 0)
+        newest = await self.hub.build(GADGET, 1, "failure")  # a project this watch cannot see
+        mind, second = await self.observer([WIDGET])
+        answer = await second.callRemote("watch", [WIDGET], None)
+        self.assertEqual((answer["last_id"], answer["replayed"], mind.events), (newest, 0, []))
+        live = await self.hub.build(WIDGET, 1, "failure")
+        await wait_until(lambda: mind.event_ids == [live], what=f"event {live} after the position {newest}")
+
+    async def test_a_session_that_ends_while_its_watch_waits_joins_no_room(self) -> None:
+        await self.start()
+        gate: Deferred[None] = Deferred()
+        waiting, read_done = [], []
+        real_read = self.store.read
+
+        async def held(query: Any, **kwargs: Any) -> Any:
+            waiting.append(query)
+            await gate
+            result = await real_read(query, **kwargs)
+            read_done.append(query)
+            return result
+
+        self.patch(self.store, "read", lambda query, **kw: Deferred.fromCoroutine(held(query, **kw)))
+        client = await self.client()
+        perspective = await client.anonymous(RecordingMind())
+        answer = perspective.callRemote("watch", [WIDGET], None)
+        answer.addErrback(lambda _: None)  # the connection goes before it answers
+        await wait_until(lambda: waiting, what="the watch to wait on the store")
+        client.disconnect()
+        service = self.hub.hub.service
+        await wait_until(lambda: not any(service.sessions.values()), what="the hub to end the session")
+        gate.callback(None)
+        await wait_until(lambda: read_done, what="the watch's read to finish")
+        await pause(0.05)  # the watch resumes in the same turn; this is only margin
+        room = service.rooms.get(WIDGET)
+        self.assertIsNone(room, f"an ended session joined {WIDGET}: {room and room.observers}")
 
 
 class SlowConsumerTests(PBTestCase):

@@ -68,8 +68,7 @@ class Session(pb.Avatar):
     def perspectiveMessageReceived(self, broker: pb.Broker, message: str, args: Any, kw: Any) -> Any:  # noqa: N802
         """PB's dispatch, plus: a clear error from an ended session or for an
         unknown method, and ``async def`` methods answered when they finish."""
-        if self.ended is not None:
-            raise SessionEnded(f"this session has ended: {self.ended}")
+        self._require_running()
         method = getattr(self, f"perspective_{message}", None)
         if method is None:
             raise NotAllowed(f"no method {message!r} on a {self.kind} session")
@@ -96,6 +95,12 @@ class Session(pb.Avatar):
     @property
     def developer_id(self) -> int | None:
         return self.developer.id if self.developer else None
+
+    def _require_running(self) -> None:
+        """Raise SessionEnded once the session has ended (after every await
+        of a call that changes what the session holds)."""
+        if self.ended is not None:
+            raise SessionEnded(f"this session has ended: {self.ended}")
 
     def _require_developer(self, action: str) -> Developer:
         if self.developer is None:
@@ -255,7 +260,9 @@ class ObserverSession(Session):
         self.watching: set[str] = set()
         self._backlog: list[tuple[BuildEvent, OneWayCall]] | None = None  # live events held during catch-up
         self._watch_lock = DeferredLock()
-        self._last_id: int | None = None  # greatest event id pushed (or muted) here
+        #: the session's stream position: every event of its projects up to it
+        #: has been pushed (or muted, or came before the session started watching)
+        self._last_id = 0
 
     def deliver(self, call: OneWayCall) -> None:
         if self.ended is None:
@@ -265,7 +272,7 @@ class ObserverSession(Session):
         if self._backlog is not None:
             self._backlog.append((event, call))
             return
-        if self._last_id is not None and event.id <= self._last_id:
+        if event.id <= self._last_id:
             return  # a replay pushed it already: its announcement came after the commit was visible
         self._last_id = event.id
         if not self.service.is_muted(self, event.project):
@@ -305,6 +312,7 @@ class ObserverSession(Session):
                 raise NotAllowed("anonymous sessions must name the projects to watch")
             projects = await self._saved_projects()
         projects = await self._require_visible(projects)
+        self._require_running()
         if self.developer is not None:
             developer_id = self.developer.id
 
@@ -313,55 +321,62 @@ class ObserverSession(Session):
                     personal.set_watching(conn, developer_id, project, True)
 
             await self.service.store.write(save)
+            self._require_running()  # an ended session must not join rooms it never leaves
+        joined = [p for p in projects if p not in self.watching]
         self._backlog = []  # subscribe first, so nothing committed from now on is missed
-        for project in projects:
+        for project in joined:
             self.service.room(project).attach(self)
             self.watching.add(project)
-        replayed, last_sent = 0, since
+        head = self.service.store.head  # every event up to here was announced before we joined
+        replayed = 0
         try:
             if since is not None:
-                replayed, last_sent = await self._replay(since)
+                replayed = await self._replay(since)
+        except BaseException:
+            for project in joined:  # no half-caught-up subscription: the client retries
+                self.watching.discard(project)
+                self.service.leave(project, self)
+            raise
         finally:
             held, self._backlog = self._backlog or [], None
+        self._last_id = max(self._last_id, head)  # replayed, or before this watch began
         for event, call in held:
-            if self.ended is None and (last_sent is None or event.id > last_sent):
-                self.deliver_event(event, call)
-                last_sent = event.id
-        low, high = await self.service.store.read(queries.id_range)
+            self.deliver_event(event, call)
+        oldest = await self.service.store.read(queries.oldest_id)
         await self.outbox.drained()  # the answer must not overtake the events it reports
-        if self.ended is not None:
-            raise SessionEnded(f"this session has ended: {self.ended}")
+        self._require_running()
         return {
             "watching": sorted(self.watching),
             "replayed": replayed,
-            "last_id": last_sent if last_sent is not None else high,
-            "oldest_id": low,
+            "last_id": self._last_id,
+            "oldest_id": oldest,
             "retention_days": self.service.settings.retention_days,
             "claims": [
                 claim_wire(c) for p in sorted(self.watching) for c in self.service.room(p).claims.values()
             ],
         }
 
-    async def _replay(self, since: int) -> tuple[int, int]:
-        """Send the stored events after ``since`` in pages no larger than half
-        the client's queue, each once the previous one has been taken, so a
-        long absence never makes the client look too slow."""
-        replayed, last_sent = 0, int(since)
+    async def _replay(self, since: int) -> int:
+        """Send the stored events after ``since`` (or after what this session
+        already pushed) in pages no larger than half the client's queue, each
+        once the previous one has been taken, so a long absence never makes the
+        client look too slow. Returns how many events were read."""
+        replayed = 0
+        self._last_id = after = max(self._last_id, since)
         size = max(1, min(CATCH_UP_PAGE, self.service.settings.queue_limit // 2))
         while self.ended is None:
             await self.outbox.drained()
             page = await self.service.store.read(
-                queries.history, after_id=last_sent, projects=sorted(self.watching), limit=size
+                queries.history, after_id=after, projects=sorted(self.watching), limit=size
             )
             for event in page:
                 if not self.service.is_muted(self, event.project):
                     self.deliver(OneWayCall("event", event.to_dict()))
-                last_sent = event.id
-                self._last_id = max(self._last_id or 0, event.id)
+                self._last_id = after = event.id
             replayed += len(page)
             if len(page) < size:
                 break
-        return replayed, last_sent
+        return replayed
 
     def perspective_unwatch(self, projects: list[str]) -> list[str]:
         projects = _project_list(projects)

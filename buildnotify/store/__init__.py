@@ -59,6 +59,10 @@ class Store:
         )
         self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="buildnotify-reader")
         self._listeners: list[Listener] = []
+        #: the greatest event id listeners have been told of (or stored before
+        #: start): every event up to it is committed and announced, every later
+        #: one will be, so a subscriber joining now has "seen" the stream up to it
+        self.head = 0
 
     @classmethod
     def open(cls, url: str, reactor: Any, single_writer: bool = True) -> Store:
@@ -71,6 +75,9 @@ class Store:
         return store
 
     def start(self) -> None:
+        """Start the writer and readers (blocking: reads the stream's head)."""
+        with self.engine.connect() as conn:
+            self.head = queries.id_range(conn)[1] or 0
         self._writer.start()
         self._readers.start()
 
@@ -98,6 +105,7 @@ class Store:
 
     def _announce(self, recorded: Recorded) -> Recorded:
         if recorded.events:
+            self.head = max(self.head, *(event.id for event in recorded.events))
             for listener in list(self._listeners):
                 try:
                     listener(recorded.events, recorded.alerts)

@@ -41,3 +41,9 @@ def id_range(conn: Connection) -> tuple[int | None, int | None]:
     """The oldest and newest stored event ids (None, None when empty)."""
     low, high = conn.execute(select(func.min(events.c.id), func.max(events.c.id))).one()
     return low, high
+
+
+def oldest_id(conn: Connection) -> int | None:
+    """The oldest stored event id (None when empty): a resume from before it
+    has lost pruned events."""
+    return conn.execute(select(func.min(events.c.id))).scalar()
