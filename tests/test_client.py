@@ -26,15 +26,19 @@ from buildnotify.client import (
 )
 from buildnotify.client.resume import state_file_name
 from buildnotify.config import PBSettings
-from tests.pbclient import Client, RecordingMind, add_developer, pause, wait_until
+from tests.pbclient import Client, RecordingMind, add_developer, missing_events, pause, wait_until
 from tests.support import RunningHub
 
 WIDGET = "acme/widget"
 AUTHOR = {"name": "Alice", "email": "alice@example.com", "login": "alice"}
 
 
-def fast_retries() -> Any:
-    return backoffPolicy(initialDelay=0.05, maxDelay=0.3, factor=1.5, jitter=lambda: random.random() * 0.05)
+SEED = 20261129  # every random choice in these tests comes from it
+
+
+def fast_retries(seed: int = SEED) -> Any:
+    jitter = random.Random(seed)
+    return backoffPolicy(initialDelay=0.05, maxDelay=0.3, factor=1.5, jitter=lambda: jitter.random() * 0.05)
 
 
 class Recorder:
@@ -177,19 +181,58 @@ class DeliveryTests(ClientTestCase):
 
 
 class ReconnectTests(ClientTestCase):
+    def every_event(self, stored: list[int], recorder: Recorder, client: WatchClient) -> Any:
+        return missing_events(stored, recorder.ids, lambda: client.position)
+
+    async def test_a_connection_lost_before_any_event_was_read_loses_nothing(self) -> None:
+        """The client starts on an empty hub, stops reading, events are
+        committed and pushed into its socket, the connection drops unread:
+        the reconnect must resume from where the stream stood, not go live."""
+        await self.start_hub()
+        recorder, client = self.client()
+        client.start()
+        await self.live(client)
+        self.assertEqual(recorder.states[-1].watch["last_id"], 0, "an empty hub's stream stands at 0")
+        self.assertEqual(client.position, 0)
+        client.broker.transport.pauseProducing()  # the client stops reading
+        posted = [await self.hub.build(WIDGET, n, "failure") for n in range(1, 6)]
+        self.assertEqual(recorder.ids, [])  # nothing read yet
+        client.broker.transport.abortConnection()  # what the hub pushed is lost with the socket
+        await wait_until(lambda: recorder.ids == posted, what=self.every_event(posted, recorder, client))
+        catching_up = [s for s in recorder.states if s.phase == Phase.CATCHING_UP]
+        self.assertEqual([s.since for s in catching_up], [0])
+
+    async def test_a_hub_without_a_position_in_its_answer_makes_the_client_catch_up_on_all(self) -> None:
+        await self.start_hub()
+        before = await self.hub.build(WIDGET, 1, "failure")
+        recorder, client = self.client()
+        real = client._watched
+        self.patch(client, "_watched", lambda answer, since: real({**answer, "last_id": None}, since))
+        client.start()
+        await self.live(client)
+        self.assertEqual(client.position, 0)  # not None: a reconnect must not start live
+        client.broker.transport.pauseProducing()
+        posted = [await self.hub.build(WIDGET, n, "failure") for n in (2, 3)]
+        client.broker.transport.abortConnection()
+        expected = [before, *posted]  # what the hub kept, once each
+        await wait_until(lambda: recorder.ids == expected, what=self.every_event(expected, recorder, client))
+
     async def test_every_event_arrives_once_in_order_across_dropped_connections(self) -> None:
         await self.start_hub()
         recorder, client = self.client()
         client.start()
         await self.live(client)
+        statuses = random.Random(SEED)
         for number in range(1, 41):
-            await self.hub.build(WIDGET, number, random.choice(("success", "failure", "running")))
+            await self.hub.build(WIDGET, number, statuses.choice(("success", "failure", "running")))
             if number in (8, 20, 21, 33):  # the network fails mid-stream, even during a catch-up
                 await wait_until(lambda: client.broker is not None, what="a connection")
                 client.broker.transport.abortConnection()
         stored = await self.stored_ids()
         self.assertEqual(len(stored), 40)
-        await wait_until(lambda: recorder.ids == stored, timeout=20, what="every event")
+        await wait_until(
+            lambda: recorder.ids == stored, timeout=20, what=self.every_event(stored, recorder, client)
+        )
         await pause(0.2)
         self.assertEqual(recorder.ids, stored)
         self.assertEqual(client.duplicates, 0)  # resume, not the safety net, kept them single
@@ -211,7 +254,9 @@ class ReconnectTests(ClientTestCase):
         for number in range(21, 31):  # posted while it comes back
             await self.hub.build(WIDGET, number, "running")
         stored = await self.stored_ids()
-        await wait_until(lambda: recorder.ids == stored, timeout=20, what="every event")
+        await wait_until(
+            lambda: recorder.ids == stored, timeout=20, what=self.every_event(stored, recorder, client)
+        )
         self.assertEqual(client.duplicates, 0)
         waits = [s for s in recorder.states if s.phase == Phase.DISCONNECTED]
         self.assertTrue(all(s.retry_in is not None and "retrying in" in s.message for s in waits))
@@ -237,7 +282,9 @@ class ReconnectTests(ClientTestCase):
             await self.hub.build(WIDGET, number, "success")
         client.broker.transport.resumeProducing()
         stored = await self.stored_ids()
-        await wait_until(lambda: recorder.ids == stored, timeout=30, what="every event")
+        await wait_until(
+            lambda: recorder.ids == stored, timeout=30, what=self.every_event(stored, recorder, client)
+        )
         # (the catch-up of big events can overflow a 5-message queue again: each
         # try gets further, and nothing is lost or repeated on the way)
         self.assertEqual(set(recorder.goodbyes), {"too slow"})
@@ -274,7 +321,7 @@ class ResumeFileTests(ClientTestCase):
     async def test_the_last_id_is_kept_on_disk_and_used_after_a_restart(self) -> None:
         await self.start_hub()
         state_dir = Path(self.mktemp())
-        resume = ResumeFile.for_hub(self.hub.hub.pb_address, None, state_dir)
+        resume = ResumeFile.for_hub(self.hub.hub.pb_address, None, state_dir, projects=[WIDGET])
         self.assertIsNone(resume.load())
         before = await self.hub.build(WIDGET, 1, "failure")  # before the first run: not replayed
         first, client = self.client(resume=resume)
@@ -289,7 +336,9 @@ class ResumeFileTests(ClientTestCase):
         self.assertEqual((saved["last_id"], saved["hub"]), (seen[-1], self.hub.hub.pb_address))
 
         missed = [await self.hub.build(WIDGET, n, "success") for n in (4, 5)]  # while stopped
-        second, again = self.client(resume=ResumeFile.for_hub(self.hub.hub.pb_address, None, state_dir))
+        second, again = self.client(
+            resume=ResumeFile.for_hub(self.hub.hub.pb_address, None, state_dir, [WIDGET])
+        )
         again.start()
         await self.live(again)
         self.assertEqual(second.ids, missed)
@@ -311,13 +360,42 @@ class ResumeFileTests(ClientTestCase):
         self.assertEqual(ResumeFile(path).load(), 42)
         self.assertEqual([p.name for p in path.parent.iterdir()], [path.name])  # no temporary left
 
-    def test_one_file_per_hub_and_user(self) -> None:
+    def test_one_file_per_hub_user_and_project_set(self) -> None:
         self.assertEqual(state_file_name("tcp:127.0.0.1:8787", "ada"), "tcp_127.0.0.1_8787-ada.json")
         self.assertEqual(state_file_name("tcp:127.0.0.1:8787", None), "tcp_127.0.0.1_8787-anonymous.json")
         self.assertEqual(
             state_file_name("tls:hub.example.com:8787:trustRoots=/etc/ca/", "../x"),
             "tls_hub.example.com_8787_trustRoots_etc_ca-.._x.json",
         )
+        one = state_file_name("tcp:127.0.0.1:8787", None, ["acme/widget", "acme/gadget"])
+        self.assertRegex(one, r"^tcp_127.0.0.1_8787-anonymous-[0-9a-f]{12}\.json$")
+        self.assertEqual(one, state_file_name("tcp:127.0.0.1:8787", None, ["acme/gadget", "acme/widget"]))
+        self.assertNotEqual(one, state_file_name("tcp:127.0.0.1:8787", None, ["acme/widget"]))
+
+    async def test_two_watches_of_different_projects_do_not_share_a_position(self) -> None:
+        await self.start_hub()
+        state_dir = Path(self.mktemp())
+        hub = self.hub.hub.pb_address
+
+        async def run(project: str, posts: list[tuple[str, int]]) -> list[int]:
+            recorder, client = self.client(
+                projects=[project], resume=ResumeFile.for_hub(hub, None, state_dir, projects=[project])
+            )
+            client.start()
+            await self.live(client)
+            ids = [await self.hub.build(p, n, "failure") for p, n in posts]
+            mine = [i for i, (p, _) in zip(ids, posts, strict=True) if p == project]
+            await wait_until(
+                lambda: recorder.ids[-len(mine) :] == mine, what=missing_events(mine, recorder.ids)
+            )
+            await client.stop()
+            return recorder.ids
+
+        await run(WIDGET, [(WIDGET, 1)])
+        missed = await self.hub.build(WIDGET, 2, "failure")  # while no widget watch runs
+        await run("acme/gadget", [("acme/gadget", 1)])  # a later event of another stream
+        again = await run(WIDGET, [(WIDGET, 3)])
+        self.assertEqual(again[0], missed, "the widget watch skipped what it missed")
 
 
 class SettingsTests(unittest.TestCase):

@@ -132,7 +132,7 @@ class JsonTests(WatchTestCase):
 
         process.signal("INT")
         self.assertEqual(await process.ended, watch.EXIT_INTERRUPTED)
-        saved = self.home / "state" / "buildnotify" / state_file_name(self.hub.hub.pb_address, None)
+        saved = self.home / "state" / "buildnotify" / state_file_name(self.hub.hub.pb_address, None, [WIDGET])
         self.assertEqual(json.loads(saved.read_text())["last_id"], ids[-1])
 
         missed = await self.hub.build(WIDGET, 3, "failure")  # while no one watched

@@ -3,7 +3,7 @@
 - :class:`WatchClient` connects, logs in (with a token, or anonymously),
   watches projects, reconnects with backoff and resumes without losing or
   repeating events; a front end gives it a listener (see :mod:`.core`).
-- :class:`ResumeFile` keeps the last seen event id on disk per hub and user.
+- :class:`ResumeFile` keeps the last seen event id on disk per hub, user and project set.
 - :func:`load_config` / :func:`resolve_token`: the client config file and
   where the token comes from.
 

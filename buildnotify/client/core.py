@@ -459,11 +459,18 @@ class WatchClient:
     def _watched(self, answer: Any, since: int | None) -> None:
         if not isinstance(answer, dict):
             answer = {}
-        stream_at = answer.get("last_id")
-        # Only a starting point, never a reason to drop events: the answer can
-        # overtake events the hub queued for us before it (and a session dropped
-        # during its catch-up still answers), so last_id moves with received events only.
-        if since is None and self._last_id is None and isinstance(stream_at, int):
+        if since is None and self._last_id is None:
+            # Where this stream starts: resume from here if the connection drops
+            # before any event arrives. Only a starting point, never a reason to
+            # drop events (last_id moves with received events only).
+            stream_at = answer.get("last_id")
+            if not isinstance(stream_at, int) or isinstance(stream_at, bool) or stream_at < 0:
+                log.warning(
+                    "the hub's watch answer has no stream position (%r); after a reconnect this "
+                    "client will catch up on every event the hub kept",
+                    stream_at,
+                )
+                stream_at = 0  # catch up on all the hub kept rather than lose anything
             self._floor = stream_at
             self._schedule_save()
         oldest = answer.get("oldest_id")
@@ -567,7 +574,7 @@ class WatchClient:
         if self.resume is None or position is None or position == self._saved_id:
             return
         try:
-            self.resume.save(position, hub=self.hub, user=self.user)
+            self.resume.save(position, hub=self.hub, user=self.user, projects=self.projects)
             self._saved_id = position
         except OSError as e:
             log.warning("could not save the resume position to %s: %s", self.resume.path, e)

@@ -1,7 +1,9 @@
-"""Where a client's event stream stands, kept on disk per hub and user so a
-restarted client resumes from the last event it saw.
+"""Where a client's event stream stands, kept on disk per hub, user and
+project set so a restarted client resumes from the last event it saw.
 
-One small JSON file per (hub, user) under the user's state directory
+A position belongs to one stream: two runs watching different projects must
+not share it (one would skip what the other had not seen). One small JSON
+file per (hub, user, projects) under the user's state directory
 (``$XDG_STATE_HOME/buildnotify/`` on Linux), replaced atomically: a crash
 leaves either the old or the new position, never half a file.
 """
@@ -9,10 +11,12 @@ leaves either the old or the new position, never half a file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +29,18 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("buildnotify"))
 
 
-def state_file_name(hub: str, user: str | None) -> str:
-    """``tcp:127.0.0.1:8787`` + ``ada`` -> ``tcp_127.0.0.1_8787-ada.json``."""
+def state_file_name(hub: str, user: str | None, projects: Iterable[str] | None = None) -> str:
+    """``tcp:127.0.0.1:8787`` + ``ada`` -> ``tcp_127.0.0.1_8787-ada.json`` for
+    a developer's saved projects (``projects`` None); a named set of projects
+    adds a digest of the set: ``tcp_127.0.0.1_8787-ada-3f2a9c1b.json``."""
 
     def safe(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9._@-]+", "_", text).strip("_") or "_"
 
-    return f"{safe(hub)}-{safe(user or ANONYMOUS)}.json"
+    name = f"{safe(hub)}-{safe(user or ANONYMOUS)}"
+    if projects is not None:
+        name += "-" + hashlib.sha256("\n".join(sorted(set(projects))).encode()).hexdigest()[:12]
+    return f"{name}.json"
 
 
 class ResumeFile:
@@ -41,8 +50,16 @@ class ResumeFile:
         self.path = path
 
     @classmethod
-    def for_hub(cls, hub: str, user: str | None, directory: Path | None = None) -> ResumeFile:
-        return cls((directory or default_state_dir()) / state_file_name(hub, user))
+    def for_hub(
+        cls,
+        hub: str,
+        user: str | None,
+        directory: Path | None = None,
+        projects: Iterable[str] | None = None,
+    ) -> ResumeFile:
+        """The position of ``user``'s stream of ``projects`` (None: the
+        developer's saved projects) from ``hub``."""
+        return cls((directory or default_state_dir()) / state_file_name(hub, user, projects))
 
     def load(self) -> int | None:
         """The saved position; ``None`` when there is none or the file is

@@ -394,7 +394,7 @@ def _watch(
     )
     # --until-finished waits for the *next* build: no replay, and the saved
     # position of the long-running watch is left alone.
-    resume = None if until is not None else ResumeFile.for_hub(hub, user)
+    resume = None if until is not None else ResumeFile.for_hub(hub, user, projects=projects)
     try:
         client = WatchClient(
             terminal,
