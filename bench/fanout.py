@@ -570,9 +570,12 @@ class Bench:
             f'[hub]\nhttp = "tcp:{hub_http}:interface={HOST}"\npb = "tcp:{hub_pb}:interface={HOST}"\n'
             f"database = {json.dumps(str(work / 'hub.db'))}\n"
             f'\n[generic.tokens]\nbench = "{self.token}"\n'
-            f"\n[pb]\nqueue_limit = 100000\nheartbeat = 3600\n"
+            f"\n[pb]\nqueue_limit = 100000\nqueue_bytes = 1073741824\nheartbeat = 3600\n"
+            f"connections_per_address = 1000000\n"
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDNOTIFY_")}
+        if self.args.no_direct_send:  # every batch through transport.write, as without Twisted's internals
+            env["BUILDNOTIFY_DIRECT_SEND"] = "0"
         env.update(XDG_CONFIG_HOME=str(self.tmp / "xdg"), XDG_DATA_HOME=str(self.tmp / "xdg"))
         hub = _spawn([str(CLI), "serve", "--config", str(config), "-q"], work / "hub.log", env)
         self.servers["hub"] = (hub, hub_http, hub_pb, "/hooks/generic")
@@ -954,6 +957,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--post-connections", type=int, default=16, help="keep-alive POST connections (16)")
     parser.add_argument("--py-spy", type=Path, help="also profile one extra hub burst into this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary database and logs")
+    parser.add_argument(
+        "--no-direct-send",
+        action="store_true",
+        help="the hub writes every batch with transport.write, never straight to the socket",
+    )
     parser.add_argument("--naive-server", nargs=2, type=int, metavar=("PB", "HTTP"), help=argparse.SUPPRESS)
     parser.add_argument("--observer-process", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

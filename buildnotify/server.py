@@ -50,12 +50,13 @@ class Hub:
         return d
 
     @classmethod
-    async def start(cls, config: HubConfig, reactor: Any) -> Hub:
+    async def start(cls, config: HubConfig, reactor: Any, clock: Any = None) -> Hub:
+        """``clock`` runs the PB service's timeouts (tests pass a ``task.Clock``)."""
         for name, provider in config.providers.items():
             if not provider.authenticated:
                 log.warning("%s: no secret configured; accepting unauthenticated webhooks", name)
         store = Store.open(config.database, reactor)
-        service = PBService(store, config.session, reactor)
+        service = PBService(store, config.session, reactor, clock)
         site = make_site(PROVIDERS, config.providers, store.record, config.max_body, store=store)
         ports: list[IListeningPort] = []
         try:

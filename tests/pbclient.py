@@ -57,8 +57,10 @@ class Client:
         self.broker = broker
 
     @classmethod
-    async def connect(cls, testcase: unittest.TestCase, address: str) -> Client:
-        factory = pb.PBClientFactory(security=SECURITY)
+    async def connect(cls, testcase: unittest.TestCase, address: str, security: Any = SECURITY) -> Client:
+        """``security``: what this client's jelly lets through (Twisted's
+        default lets a careless or hostile client send any type)."""
+        factory = pb.PBClientFactory(security=security)
         broker = await clientFromString(reactor, address).connect(factory)
         client = cls(factory, broker)
         testcase.addCleanup(client.disconnect)

@@ -110,7 +110,10 @@ class RunningHub:
         providers: Mapping[str, ProviderConfig] | None = None,
         max_body: int = 25 * 1024 * 1024,
         session: PBSettings | None = None,
+        clock: Any = None,
     ) -> RunningHub:
+        """``clock``: a ``task.Clock`` for the PB service's timeouts, or None
+        for real time."""
         from buildnotify.server import Hub  # imports every provider
 
         config = HubConfig(
@@ -121,7 +124,7 @@ class RunningHub:
             providers=providers or provider_configs(),
             session=session or PBSettings(),
         )
-        hub = await Hub.start(config, reactor)
+        hub = await Hub.start(config, reactor, clock)
         testcase.addCleanup(lambda: Deferred.fromCoroutine(hub.stop()))
         pool = HTTPConnectionPool(reactor, persistent=False)
         testcase.addCleanup(pool.closeCachedConnections)

@@ -275,9 +275,9 @@ class ReconnectTests(ClientTestCase):
         url = "https://ci.example.com/" + "x" * 256 * 1024
         for number in range(1, 300):
             await self.hub.build(WIDGET, number, "failure", url=url)
-            if not any(service.sessions.values()):
+            if not service.sessions:
                 break
-        self.assertFalse(any(service.sessions.values()), "the hub never dropped the slow client")
+        self.assertFalse(service.sessions, "the hub never dropped the slow client")
         for number in range(1000, 1003):
             await self.hub.build(WIDGET, number, "success")
         client.broker.transport.resumeProducing()

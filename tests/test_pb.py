@@ -18,8 +18,10 @@ class PBTestCase(unittest.TestCase):
     backend = "sqlite"
     session = PBSettings()
 
-    async def start(self, **settings: object) -> RunningHub:
-        self.hub = await RunningHub.start(self, self.backend, session=PBSettings(**settings))  # type: ignore[arg-type]
+    async def start(self, clock: object = None, **settings: object) -> RunningHub:
+        """A hub with these ``[pb]`` settings; ``clock``: a ``task.Clock`` that
+        runs its timeouts (None: real time)."""
+        self.hub = await RunningHub.start(self, self.backend, session=PBSettings(**settings), clock=clock)  # type: ignore[arg-type]
         self.store = self.hub.hub.store
         return self.hub
 

@@ -266,8 +266,8 @@ class HubRestartTests(WatchTestCase):
 
         service, address = hub.hub.service, hub.hub.pb_address
         await hub.hub.pb_port.stopListening()
-        for broker in list(service.sessions):
-            service.drop(next(iter(service.sessions[broker])), "the hub is restarting")
+        for session in service.sessions:
+            service.drop(session, "the hub is restarting")
         posted += [await hub.build(WIDGET, n, "failure") for n in range(6, 11)]  # while it is down
         port = int(address.rsplit(":", 1)[1])
         hub.hub.pb_port = await serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1").listen(

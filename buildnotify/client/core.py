@@ -52,7 +52,11 @@ log = logging.getLogger("buildnotify.client")
 SIGNED_IN_ELSEWHERE = "signed in elsewhere"
 TOO_SLOW = "too slow"
 #: remote error types after which retrying cannot help
-_REFUSALS = ("buildnotify.hub.auth.LoginFailed", "buildnotify.hub.sessions.NotAllowed")
+_REFUSALS = (
+    "buildnotify.hub.auth.LoginFailed",
+    "buildnotify.hub.sessions.NotAllowed",
+    "buildnotify.hub.errors.BadArgument",
+)
 
 
 class Phase(enum.StrEnum):

@@ -10,19 +10,21 @@ hashed on arrival.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ANONYMOUS, ICredentialsChecker
 from twisted.internet.defer import Deferred
-from twisted.spread import jelly, pb
+from twisted.spread import pb
 from zope.interface import implementer
 
-from buildnotify.hub.sessions import ClientlessSession
-from buildnotify.hub.wire import refusal
+from buildnotify.hub import arguments
+from buildnotify.logtext import printable
 from buildnotify.store import accounts
 
 if TYPE_CHECKING:
+    from buildnotify.hub.connection import HubConnection
     from buildnotify.hub.service import PBService
 
 
@@ -54,7 +56,11 @@ class TokenChecker:
 
 class LoginThrottle:
     """At most ``failures`` failed logins per peer address in ``window``
-    seconds; past that, logins from the address are refused unchecked."""
+    seconds; past that, logins from the address are refused unchecked.
+
+    An attempt counts from the moment it starts: a burst of concurrent
+    logins from one address checks at most ``failures`` tokens against the
+    database, however many arrive before the first one fails."""
 
     MAX_PEERS = 1000
 
@@ -63,6 +69,7 @@ class LoginThrottle:
         self.failures = failures
         self.window = window
         self._recent: dict[str, collections.deque[float]] = {}
+        self._checking: collections.Counter[str] = collections.Counter()  # attempts not yet decided
 
     def _trim(self, peer: str) -> collections.deque[float]:
         recent = self._recent.get(peer, collections.deque())
@@ -78,11 +85,30 @@ class LoginThrottle:
     def retry_after(self, peer: str) -> float:
         """Seconds until ``peer`` may try again (0: now)."""
         recent = self._trim(peer)
-        if len(recent) < self.failures:
+        if len(recent) + self._checking[peer] < self.failures:
             return 0.0
-        return max(0.0, recent[0] + self.window - self.clock.seconds())
+        if len(recent) < self.failures:  # the slots are taken by attempts still being checked
+            return 1.0
+        return max(1.0, recent[0] + self.window - self.clock.seconds())
+
+    def begin(self, peer: str) -> None:
+        """An attempt starts (call :meth:`succeeded` or :meth:`failed` when
+        it is decided); raises LoginFailed when ``peer`` must wait."""
+        wait = self.retry_after(peer)
+        if wait:
+            raise LoginFailed(f"too many failed logins from {peer}; retry in {wait:.0f} s")
+        self._checking[peer] += 1
+
+    def _decided(self, peer: str) -> None:
+        self._checking[peer] -= 1
+        if self._checking[peer] <= 0:
+            del self._checking[peer]
+
+    def succeeded(self, peer: str) -> None:
+        self._decided(peer)
 
     def failed(self, peer: str) -> None:
+        self._decided(peer)
         if len(self._recent) > self.MAX_PEERS:  # a scan from many addresses: forget the expired
             for other in list(self._recent):
                 self._trim(other)
@@ -91,59 +117,95 @@ class LoginThrottle:
         self._recent[peer] = recent
 
 
-class LoginGate(pb.Referenceable, pb._JellyableAvatarMixin):
-    """The root object of one PB connection: ``login`` and ``loginAnonymous``.
+@dataclasses.dataclass(frozen=True)
+class Client:
+    """What the login gate passes to the realm as the "mind": the connection
+    the login came over, and the client's own mind (None: clientless)."""
 
-    (``_JellyableAvatarMixin`` is how PB's own portal wrapper hands out
-    avatars and runs their logout on disconnect; we reuse it.)"""
+    connection: HubConnection
+    mind: pb.RemoteReference | None
+
+
+class _PublicAvatarMixin:
+    """PB's avatar hand-out through its public API only, in case
+    ``pb._JellyableAvatarMixin`` goes away: the session then logs out when
+    the connection drops, not when the client drops its reference."""
+
+    broker: pb.Broker
+
+    def _cbLogin(self, result: tuple[Any, Any, Any]) -> Any:  # noqa: N802 - PB's name
+        _, avatar, logout = result
+        self.broker.notifyOnDisconnect(logout)
+        return pb.AsReferenceable(avatar, "perspective")
+
+
+#: PB's own helper (private) when it is there: it also logs a session out
+#: when the client drops its perspective reference (tests/test_twisted_private.py)
+AvatarMixin: type = getattr(pb, "_JellyableAvatarMixin", _PublicAvatarMixin)
+
+
+class LoginGate(pb.Referenceable, AvatarMixin):
+    """The root object of one PB connection: ``login`` and ``loginAnonymous``."""
 
     def __init__(self, service: PBService, broker: pb.Broker) -> None:
         self.service = service
         self.broker = broker
 
-    def remoteMessageReceived(self, broker: pb.Broker, message: str, args: Any, kw: Any) -> Any:  # noqa: N802
-        try:
-            return super().remoteMessageReceived(broker, message, args, kw)
-        except jelly.InsecureJelly as e:  # a clear error for the client, no traceback in our log
-            raise LoginFailed(refusal(e)) from None
+    @property
+    def connection(self) -> HubConnection:
+        return self.broker.connection  # type: ignore[attr-defined]  # set once the connection is made
 
-    def _peer(self) -> str:
-        peer = self.broker.transport.getPeer()
-        return getattr(peer, "host", str(peer))
+    def remoteMessageReceived(self, broker: pb.Broker, message: str, args: Any, kw: Any) -> Any:  # noqa: N802
+        message = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        return self.connection.answer(message, lambda: self._dispatch(broker, message, args, kw))
+
+    def _dispatch(self, broker: pb.Broker, message: str, args: Any, kw: Any) -> Any:
+        method = getattr(self, f"remote_{message}", None)
+        if method is None:
+            raise LoginFailed(
+                f"no method {printable(message, 40)!r} before login; call login or loginAnonymous"
+            )
+        args, kw = arguments.unpack(broker, method, message, args, kw)
+        return broker.serialize(method(*args, **kw))
 
     def remote_login(self, name: str, token: str, mind: pb.RemoteReference | None = None) -> Deferred:
-        peer = self._peer()
-        wait = self.service.throttle.retry_after(peer)
-        if wait:
-            raise LoginFailed(f"too many failed logins from {peer}; retry in {wait:.0f} s")
-        if not isinstance(name, str) or not isinstance(token, str):
-            raise LoginFailed("login takes a developer name and a token, both strings")
+        name = arguments.text(name, "name")
+        token = arguments.text(token, "token", limit=arguments.MAX_TOKEN)
+        if not _is_mind(mind):
+            raise LoginFailed("the mind must be a pb.Referenceable of the client's, or None")
+        peer = self.connection.peer
+        self.service.throttle.begin(peer)
         creds = credentials.UsernamePassword(name.encode(), token.encode())
-        d = self.service.portal.login(creds, mind, pb.IPerspective)
+        d = self.service.portal.login(creds, Client(self.connection, mind), pb.IPerspective)
+
+        def checked(result: Any) -> Any:
+            self.service.throttle.succeeded(peer)
+            return result
 
         def refused(failure: Any) -> None:
             if failure.check(error.UnauthorizedLogin):
                 self.service.throttle.failed(peer)
-                self.service.log.info("login refused for %r from %s", name, peer)
+                self.service.log.info("login refused for %s from %s", printable(name), peer)
                 raise LoginFailed("unknown developer or wrong token")
+            self.service.throttle.succeeded(peer)  # the token was right; the login failed later
             failure.raiseException()
 
-        d.addErrback(refused)
-        d.addCallback(self._logged_in)
+        d.addCallbacks(checked, refused)
+        d.addCallback(self._cbLogin)
         return d
 
     def remote_loginAnonymous(self, mind: pb.RemoteReference | None = None) -> Deferred:  # noqa: N802
         if not self.service.settings.anonymous:
             raise LoginFailed("anonymous access is turned off on this hub")
-        d = self.service.portal.login(credentials.Anonymous(), mind, pb.IPerspective)
-        d.addCallback(self._logged_in)
+        if not _is_mind(mind):
+            raise LoginFailed("the mind must be a pb.Referenceable of the client's, or None")
+        d = self.service.portal.login(credentials.Anonymous(), Client(self.connection, mind), pb.IPerspective)
+        d.addCallback(self._cbLogin)
         return d
 
-    def _logged_in(self, result: tuple[Any, Any, Any]) -> Any:
-        _, avatar, _ = result
-        if isinstance(avatar, ClientlessSession):
-            self.service.clientless_login(self.broker, avatar)
-        return self._cbLogin(result)
+
+def _is_mind(mind: Any) -> bool:
+    return mind is None or isinstance(mind, pb.RemoteReference)
 
 
 @implementer(pb.IPBRoot)
@@ -157,4 +219,4 @@ class LoginRoot:
         return LoginGate(self.service, broker)
 
 
-__all__ = ["ANONYMOUS", "LoginFailed", "LoginGate", "LoginRoot", "LoginThrottle", "TokenChecker"]
+__all__ = ["ANONYMOUS", "Client", "LoginFailed", "LoginGate", "LoginRoot", "LoginThrottle", "TokenChecker"]

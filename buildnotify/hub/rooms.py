@@ -4,7 +4,8 @@ project and every claim on one of its broken builds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from buildnotify.events import BuildEvent, Transition
@@ -12,6 +13,8 @@ from buildnotify.hub.wire import OneWayCall
 
 if TYPE_CHECKING:
     from buildnotify.hub.sessions import ObserverSession
+
+log = logging.getLogger(__name__)
 
 ClaimKey = tuple[str, str]  # (pipeline, branch or "")
 
@@ -31,8 +34,7 @@ class ProjectRoom:
     def publish(self, event: BuildEvent, call: OneWayCall | None) -> None:
         """Push ``call`` (the event, encoded once; None when nobody observes)
         to every observer; a fix clears the claim on its build."""
-        for observer in list(self.observers):
-            observer.deliver_event(event, call)
+        self._each_observer(lambda observer: observer.deliver_event(event, call))
         if event.transition is Transition.FIXED:
             cleared = self.claims.pop((event.pipeline, event.branch or ""), None)
             if cleared is not None:
@@ -50,8 +52,19 @@ class ProjectRoom:
 
     def announce_claim(self, claim: dict[str, Any]) -> None:
         call = OneWayCall("claim", claim_wire(claim))
+        self._each_observer(lambda observer: observer.deliver(call))
+
+    def _each_observer(self, push: Callable[[ObserverSession], None]) -> None:
+        """``push`` to every observer; one that fails is logged and dropped
+        (its client reconnects and resumes), and never keeps the others from
+        the message."""
         for observer in list(self.observers):
-            observer.deliver(call)
+            try:
+                push(observer)
+            except Exception:
+                log.exception("pushing to an observer of %s failed; dropping it", self.name)
+                self.observers.discard(observer)
+                observer.fail("the hub could not push to this session")
 
 
 def claim_wire(claim: dict[str, Any]) -> dict[str, Any]:

@@ -27,8 +27,9 @@ from zope.interface import implementer
 
 from buildnotify.config import PBSettings
 from buildnotify.events import BuildEvent, utcnow
-from buildnotify.hub.auth import LoginFailed, LoginRoot, LoginThrottle, TokenChecker
-from buildnotify.hub.outbox import Flusher, Outbox
+from buildnotify.hub.auth import Client, LoginFailed, LoginRoot, LoginThrottle, TokenChecker
+from buildnotify.hub.connection import ConnectionGuard, HubConnection
+from buildnotify.hub.outbox import Flusher
 from buildnotify.hub.rooms import ProjectRoom
 from buildnotify.hub.sessions import (
     AnonymousSession,
@@ -38,7 +39,7 @@ from buildnotify.hub.sessions import (
     ObserverSession,
     Session,
 )
-from buildnotify.hub.wire import SECURITY, OneWayCall
+from buildnotify.hub.wire import OneWayCall
 from buildnotify.store import Store, personal
 from buildnotify.store.record import Alert
 from buildnotify.store.schema import claims
@@ -93,25 +94,28 @@ class Realm:
         self.service = service
 
     def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> Deferred:  # noqa: N802
+        """``mind`` is the :class:`~buildnotify.hub.auth.Client` the login
+        gate passes: the connection, and the client's mind or None."""
         if pb.IPerspective not in interfaces:
             raise NotImplementedError("buildnotify only hands out PB perspectives")
         return Deferred.fromCoroutine(self._avatar(avatar_id, mind))
 
-    async def _avatar(self, avatar_id: Any, mind: Any) -> tuple[Any, Session, Any]:
+    async def _avatar(self, avatar_id: Any, client: Client) -> tuple[Any, Session, Any]:
         service = self.service
         developer = None if avatar_id is ANONYMOUS else Developer(*avatar_id)
-        if mind is None:
-            session: Session = ClientlessSession(service, developer)
+        if client.mind is None:
+            session: Session = ClientlessSession(service, developer, client.connection)
         elif developer is None:
-            session = AnonymousSession(service, mind)
+            session = AnonymousSession(service, client.mind)
         else:
-            session = DeveloperSession(service, developer, mind)
+            session = DeveloperSession(service, developer, client.mind)
+        service.track(session)
         if isinstance(session, ObserverSession):
-            service.track(session)
             try:
                 await service.load_mutes(session)
                 if isinstance(session, DeveloperSession):
                     await service.developer(session.developer).attach(session)
+                session._require_running()  # the connection may have gone meanwhile
             except BaseException:
                 session.end("login refused")  # untrack it: no session, no pings
                 raise
@@ -120,27 +124,29 @@ class Realm:
 
 
 class PBService:
-    def __init__(self, store: Store, settings: PBSettings, reactor: Any) -> None:
+    def __init__(self, store: Store, settings: PBSettings, reactor: Any, clock: Any = None) -> None:
+        """``clock`` (default: the reactor) runs every timeout, grace period,
+        heartbeat and throttle window: tests pass a ``task.Clock``."""
         self.store = store
         self.settings = settings
         self.reactor = reactor
-        self._flusher = Flusher(reactor)
+        self.clock = clock or reactor
+        self.flusher = Flusher(reactor)
         self.log = log
         self.rooms: dict[str, ProjectRoom] = {}
         self.developers: dict[str, DeveloperPerspective] = {}
-        self.outboxes: dict[pb.Broker, Outbox] = {}
-        self.sessions: dict[pb.Broker, set[ObserverSession]] = {}
-        self.clientless: dict[pb.Broker, int] = {}  # mindless sessions per connection
-        self._pinging: set[pb.Broker] = set()  # connections with a heartbeat ping out
+        self.connections: set[HubConnection] = set()
+        self._per_address: dict[str, int] = {}
+        self._refused_addresses: set[str] = set()  # told once in the log, until they drop below
         self.mutes: dict[str, dict[str, datetime]] = {}  # developer -> project -> until
-        self.throttle = LoginThrottle(reactor, settings.login_failures, settings.login_window)
+        self.throttle = LoginThrottle(self.clock, settings.login_failures, settings.login_window)
         checkers: list[Any] = [TokenChecker(store)]
         if settings.anonymous:
             checkers.append(AllowAnonymousAccess())
         self.portal = Portal(Realm(self), checkers)
         self._unsubscribe = store.subscribe(self.committed)
         self._heartbeat = LoopingCall(self._ping_everyone)
-        self._heartbeat.clock = reactor
+        self._heartbeat.clock = self.clock
         self._timers: set[Any] = set()  # pending drops and aborts, cancelled by stop()
 
     async def start(self) -> None:
@@ -155,13 +161,13 @@ class PBService:
         for call in list(self._timers):
             call.cancel()
         self._timers.clear()
-        for sessions in list(self.sessions.values()):
-            for session in list(sessions):
-                self.drop(session, "the hub is shutting down")
-        self._flusher.flush()
+        for session in self.sessions:
+            self.drop(session, "the hub is shutting down")
+        self.flusher.flush()
 
-    def factory(self) -> pb.PBServerFactory:
-        return pb.PBServerFactory(LoginRoot(self), security=SECURITY)
+    def factory(self) -> ConnectionGuard:
+        """The factory to listen with: PB behind a guard per connection."""
+        return ConnectionGuard(self, LoginRoot(self))
 
     # -- the bus ---------------------------------------------------------------------
 
@@ -200,113 +206,105 @@ class PBService:
             perspective = self.developers[developer.name] = DeveloperPerspective(self, developer)
         return perspective
 
-    def outbox_for(self, broker: pb.Broker) -> Outbox:
-        outbox = self.outboxes.get(broker)
-        if outbox is None:
-            outbox = self.outboxes[broker] = Outbox(
-                broker, self.settings.queue_limit, self._too_slow, self._flusher
-            )
-            broker.notifyOnDisconnect(lambda: self._disconnected(broker))
-        return outbox
+    def track(self, session: Session) -> None:
+        session.connection.session_started(session)
 
-    def track(self, session: ObserverSession) -> None:
-        self.sessions.setdefault(session.broker, set()).add(session)
-
-    def session_ended(self, session: ObserverSession) -> None:
-        on_broker = self.sessions.get(session.broker)
-        if on_broker is not None:
-            on_broker.discard(session)
+    def session_ended(self, session: Session) -> None:
+        session.connection.session_ended(session)
         if isinstance(session, DeveloperSession) and session.developer is not None:
             perspective = self.developers.get(session.developer.name)
             if perspective is not None:
                 perspective.detached(session)
 
+    # -- connections -----------------------------------------------------------------
+
+    def admit(self, peer: str) -> bool:
+        """Whether another connection from ``peer`` may open (counted if so)."""
+        count = self._per_address.get(peer, 0)
+        if count >= self.settings.connections_per_address:
+            if peer not in self._refused_addresses:
+                self._refused_addresses.add(peer)
+                log.warning(
+                    "refusing PB connections from %s: it has %d open (connections_per_address)", peer, count
+                )
+            return False
+        self._per_address[peer] = count + 1
+        return True
+
+    def release(self, peer: str) -> None:
+        left = self._per_address.get(peer, 0) - 1
+        if left > 0:
+            self._per_address[peer] = left
+        else:
+            self._per_address.pop(peer, None)
+        if left < self.settings.connections_per_address:
+            self._refused_addresses.discard(peer)
+
+    @property
+    def sessions(self) -> list[Session]:
+        """Every session of every connection (for tests, metrics and shutdown)."""
+        return [session for connection in self.connections for session in connection.sessions]
+
+    def connected(self, connection: HubConnection) -> None:
+        self.connections.add(connection)
+
+    def disconnected(self, connection: HubConnection) -> None:
+        self.connections.discard(connection)
+        for session in list(connection.sessions):
+            session.end("disconnected")
+
     # -- dropping clients ------------------------------------------------------------
 
-    def later(self, delay: float, f: Any, *args: Any) -> None:
-        """``reactor.callLater``, but cancelled when the service stops."""
+    def later(self, delay: float, f: Any, *args: Any) -> Any:
+        """``clock.callLater``, but cancelled when the service stops."""
 
         def run() -> None:
             self._timers.discard(call)
             f(*args)
 
-        call = self.reactor.callLater(delay, run)
+        call = self.clock.callLater(delay, run)
         self._timers.add(call)
+        return call
 
-    def drop(self, session: ObserverSession, reason: str) -> None:
+    def drop(self, session: Session, reason: str) -> None:
         """Detach ``session`` whatever its client does; close its connection
         only if no other session uses it."""
         if session.ended is not None:
             return
         log.info("dropping %s session of %s: %s", session.kind, _who(session), reason)
         session.end(reason)
-        if not self.sessions.get(session.broker) and not self.clientless.get(session.broker):
-            self._close(session.broker)
+        if not session.connection.sessions:
+            session.connection.abort()
 
-    def clientless_login(self, broker: pb.Broker, session: Session) -> None:
-        """Count a mindless session on ``broker``, so that dropping another
-        session never closes a connection it still uses."""
-        self.clientless[broker] = self.clientless.get(broker, 0) + 1
-
-        def gone() -> None:
-            left = self.clientless.get(broker, 0) - 1
-            if left > 0:
-                self.clientless[broker] = left
-            else:
-                self.clientless.pop(broker, None)
-
-        session.on_end = gone
-
-    def _too_slow(self, outbox: Outbox) -> None:
+    def too_slow(self, connection: HubConnection) -> None:
         """A client stopped reading: drop its sessions, put goodbye("too
-        slow") behind what its connection already holds, and close it; if it
-        never reads even that, abort after the grace period."""
-        broker = outbox.broker
-        sessions = list(self.sessions.get(broker, ()))
-        for session in sessions:
+        slow") behind what its socket already holds, and close our side; if
+        it never reads even that, abort after the grace period."""
+        observers = [s for s in connection.sessions if isinstance(s, ObserverSession)]
+        for session in list(connection.sessions):
             log.info("dropping %s session of %s: too slow", session.kind, _who(session))
             session.end("too slow")
-        self.outboxes.pop(broker, None)
-        outbox.close()
         goodbye = OneWayCall("goodbye", "too slow")
-        transport = broker.transport
-        for session in sessions:
-            transport.write(goodbye.for_object(session.mind.luid))
-        transport.loseConnection()
-        self.later(self.settings.grace, _abort, transport)
-
-    def _close(self, broker: pb.Broker) -> None:
-        outbox = self.outboxes.pop(broker, None)
-        if outbox is not None:
-            outbox.close()
-        transport = broker.transport
-        if transport is not None:
-            (getattr(transport, "abortConnection", None) or transport.loseConnection)()
-
-    def _disconnected(self, broker: pb.Broker) -> None:
-        outbox = self.outboxes.pop(broker, None)
-        if outbox is not None:
-            outbox.close()
-        for session in list(self.sessions.pop(broker, ())):
-            session.end("disconnected")
+        connection.close_after([goodbye.for_object(session.mind.luid) for session in observers])
+        self.later(self.settings.grace, _abort, connection.transport)
 
     def _ping_everyone(self) -> None:
-        for broker, sessions in list(self.sessions.items()):
-            session = next(iter(sessions), None)
-            if session is None or broker in self._pinging:
+        for connection in list(self.connections):
+            session = next((s for s in connection.sessions if isinstance(s, ObserverSession)), None)
+            if session is None or connection.pinging:
                 continue  # one ping at a time per connection, however long it takes
-            self._pinging.add(broker)
+            connection.pinging = True
             d = session.ping(self.settings.ping_timeout)
-            d.addBoth(lambda result, b=broker: (self._pinging.discard(b), result)[1])
-            d.addCallback(self._pinged, broker)
+            d.addBoth(lambda result, c=connection: (setattr(c, "pinging", False), result)[1])
+            d.addCallback(self._pinged, connection)
 
-    def _pinged(self, alive: bool, broker: pb.Broker) -> None:
-        if alive or broker not in self.sessions:
+    def _pinged(self, alive: bool, connection: HubConnection) -> None:
+        if alive or connection not in self.connections:
             return
-        for session in list(self.sessions.get(broker, ())):
+        for session in list(connection.sessions):
             log.info("dropping %s session of %s: no heartbeat", session.kind, _who(session))
             session.end("no heartbeat")
-        self._close(broker)
+        connection.abort()
 
     # -- mutes -----------------------------------------------------------------------
 

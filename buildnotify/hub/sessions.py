@@ -13,28 +13,34 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.python.failure import Failure
-from twisted.spread import jelly, pb
+from twisted.spread import pb
 
 from buildnotify.events import BuildEvent, utcnow
+from buildnotify.hub import arguments
 from buildnotify.hub.rooms import claim_wire
-from buildnotify.hub.wire import OneWayCall, call_head, refusal
+from buildnotify.hub.wire import OneWayCall, approx_size, call_head
 from buildnotify.store import accounts, personal, queries
 from buildnotify.store.record import Alert
 
 if TYPE_CHECKING:
+    from buildnotify.hub.connection import HubConnection
     from buildnotify.hub.service import PBService
 
 log = logging.getLogger(__name__)
 
 #: how many missed events are read from the store at a time during catch-up
 CATCH_UP_PAGE = 500
+#: the most events one history answer holds ...
 MAX_HISTORY = 1000
+#: ... and about how many bytes one history answer or catch-up page holds
+ANSWER_BYTES = 256 * 1024
+#: the most pending alerts pushed on login or listed by alerts()
+MAX_ALERTS = 1000
 FOREVER = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
@@ -57,30 +63,35 @@ class Session(pb.Avatar):
 
     kind = "clientless"
 
-    def __init__(self, service: PBService, developer: Developer | None) -> None:
+    def __init__(self, service: PBService, developer: Developer | None, connection: HubConnection) -> None:
         self.service = service
         self.developer = developer
+        self.connection = connection
         self.ended: str | None = None
-        self.on_end: Callable[[], None] | None = None
 
     # -- plumbing ----------------------------------------------------------------
 
     def perspectiveMessageReceived(self, broker: pb.Broker, message: str, args: Any, kw: Any) -> Any:  # noqa: N802
-        """PB's dispatch, plus: a clear error from an ended session or for an
-        unknown method, and ``async def`` methods answered when they finish."""
+        """PB's dispatch, counted against the connection's calls in flight."""
+        return self.connection.answer(message, lambda: self._dispatch(broker, message, args, kw))
+
+    def _dispatch(self, broker: pb.Broker, message: str, args: Any, kw: Any) -> Any:
+        """PB's dispatch, plus: a clear error from an ended session, for an
+        unknown method or for arguments that do not fit it, and ``async def``
+        methods answered when they finish."""
         self._require_running()
+        self.touched()
         method = getattr(self, f"perspective_{message}", None)
         if method is None:
             raise NotAllowed(f"no method {message!r} on a {self.kind} session")
-        try:
-            args = broker.unserialize(args, self)
-            kw = broker.unserialize(kw, self)
-        except jelly.InsecureJelly as e:
-            raise NotAllowed(refusal(e)) from None
+        args, kw = arguments.unpack(broker, method, message, args, kw, self)
         result = method(*args, **kw)
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
         return broker.serialize(result, self, method, args, kw)
+
+    def touched(self) -> None:
+        """The client called: a hook for idle timeouts."""
 
     def logout(self) -> None:
         """Called when the client disconnects or drops its reference."""
@@ -89,8 +100,7 @@ class Session(pb.Avatar):
     def end(self, reason: str) -> None:
         if self.ended is None:
             self.ended = reason
-            if self.on_end is not None:
-                self.on_end()
+            self.service.session_ended(self)
 
     @property
     def developer_id(self) -> int | None:
@@ -111,13 +121,19 @@ class Session(pb.Avatar):
         """Private projects this session may not see."""
         return await self.service.store.read(_hidden, developer_id=self.developer_id)
 
-    async def _require_visible(self, projects: Iterable[str]) -> list[str]:
-        projects = _project_list(projects)
+    async def _require_visible(self, projects: list[str]) -> list[str]:
         hidden = await self._hidden_projects()
         refused = [p for p in projects if p in hidden]
         if refused:
             raise NotAllowed(f"no such project, or it is private: {', '.join(refused)}")
         return projects
+
+    async def _saved_visible(self) -> tuple[list[str], list[str]]:
+        """A developer's saved projects it may still see, and those it no
+        longer may (made private, or it left their members): skipped, not fatal."""
+        saved = await self._saved_projects()
+        hidden = await self._hidden_projects()
+        return [p for p in saved if p not in hidden], [p for p in saved if p in hidden]
 
     # -- queries -----------------------------------------------------------------
 
@@ -131,20 +147,29 @@ class Session(pb.Avatar):
             "retention_days": self.service.settings.retention_days,
         }
 
-    async def perspective_history(self, project: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def perspective_history(
+        self, project: str | None = None, limit: int = 50, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Events newest first: at most ``limit`` and about ANSWER_BYTES;
+        ``before`` (an event id) pages back from there."""
+        project = arguments.optional_text(project, "project")
+        limit = arguments.integer(limit, "limit", low=1, high=MAX_HISTORY)
+        before = arguments.optional_integer(before, "before", low=1)
         if project is not None:
             await self._require_visible([project])
-        limit = max(1, min(int(limit), MAX_HISTORY))
         hidden = await self._hidden_projects()
-        found = await self.service.store.read(queries.history, project=project, limit=limit, exclude=hidden)
-        return [e.to_dict() for e in found]
+        return await self.service.store.read(
+            _event_page, project=project, limit=limit, before_id=before, exclude=hidden
+        )
 
     async def perspective_status(self, projects: list[str] | None = None) -> list[dict[str, Any]]:
         """The newest finished build of every (pipeline, branch) of
-        ``projects`` (default: the developer's watched projects), with claims."""
+        ``projects`` (default: the developer's watched projects it may still
+        see), with claims."""
         if projects is None:
-            projects = await self._saved_projects()
-        projects = await self._require_visible(projects)
+            projects, _ = await self._saved_visible()
+        else:
+            projects = await self._require_visible(arguments.project_list(projects))
         states = await self.service.store.read(personal.latest_states, projects=projects)
         claims = {
             (c["project"], c["pipeline"], c["branch"] or ""): c
@@ -171,6 +196,9 @@ class Session(pb.Avatar):
     ) -> dict[str, Any]:
         """ "I'm on it": claim a failing (project, pipeline, branch)."""
         developer = self._require_developer("claim builds")
+        project, pipeline = arguments.text(project, "project"), arguments.text(pipeline, "pipeline")
+        branch = arguments.optional_text(branch, "branch")
+        note = arguments.optional_text(note, "note", limit=arguments.MAX_NOTE, note=True)
         await self._require_visible([project])
         states = await self.service.store.read(personal.latest_states, projects=[project])
         current = next(
@@ -191,6 +219,8 @@ class Session(pb.Avatar):
 
     async def perspective_unclaim(self, project: str, pipeline: str, branch: str | None = None) -> bool:
         developer = self._require_developer("release claims")
+        project, pipeline = arguments.text(project, "project"), arguments.text(pipeline, "pipeline")
+        branch = arguments.optional_text(branch, "branch")
 
         def write(conn: Any) -> bool:
             return personal.unclaim(conn, project, pipeline, branch, developer.name)
@@ -201,28 +231,36 @@ class Session(pb.Avatar):
         return released
 
     async def perspective_alerts(self) -> list[dict[str, Any]]:
-        """Personal alerts not yet acknowledged, oldest first."""
+        """Personal alerts not yet acknowledged, oldest first (at most
+        MAX_ALERTS: acknowledge them to see later ones)."""
         developer = self._require_developer("have personal alerts")
-        pending = await self.service.store.read(personal.pending_alerts, developer_id=developer.id)
+        pending = await self.service.store.read(
+            personal.pending_alerts, developer_id=developer.id, limit=MAX_ALERTS
+        )
         return [alert_wire(alert_id, developer.name, event) for alert_id, event in pending]
 
     async def perspective_ack(self, alert_ids: list[int]) -> int:
         """Acknowledge alerts: they are not sent again. Returns how many."""
         developer = self._require_developer("acknowledge alerts")
-        ids = [int(i) for i in alert_ids]
+        ids = arguments.id_list(alert_ids, "alert_ids")
         return await self.service.store.write(lambda conn: personal.ack_alerts(conn, developer.id, ids))
 
     async def perspective_mute(self, project: str, minutes: float | None = None) -> dict[str, Any]:
         """Stop pushing this project's events and alerts to me for ``minutes``
         (default: until unmuted). Alerts keep waiting, unacknowledged."""
         developer = self._require_developer("mute projects")
-        until = FOREVER if minutes is None else utcnow() + timedelta(minutes=float(minutes))
+        project = arguments.text(project, "project")
+        if minutes is not None:
+            minutes = arguments.number(minutes, "minutes", low=0, high=arguments.MAX_MUTE_MINUTES)
+        await self._require_visible([project])
+        until = FOREVER if minutes is None else utcnow() + timedelta(minutes=minutes)
         await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, until))
         self.service.muted(developer.name, project, until)
         return {"project": project, "muted_until": until.isoformat()}
 
     async def perspective_unmute(self, project: str) -> bool:
         developer = self._require_developer("unmute projects")
+        project = arguments.text(project, "project")
         await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, None))
         self.service.muted(developer.name, project, None)
         return True
@@ -243,7 +281,26 @@ class Session(pb.Avatar):
 
 
 class ClientlessSession(Session):
+    """Queries only; ended after ``idle_timeout`` seconds without a call (no
+    heartbeat watches a session without a mind)."""
+
     kind = "clientless"
+
+    def __init__(self, service: PBService, developer: Developer | None, connection: HubConnection) -> None:
+        super().__init__(service, developer, connection)
+        self._idle = service.clock.callLater(service.settings.idle_timeout, self._idled)
+
+    def touched(self) -> None:
+        if self._idle.active():
+            self._idle.reset(self.service.settings.idle_timeout)
+
+    def _idled(self) -> None:
+        self.service.drop(self, f"idle for {self.service.settings.idle_timeout:g} s")
+
+    def end(self, reason: str) -> None:
+        if self._idle.active():
+            self._idle.cancel()
+        super().end(reason)
 
 
 class ObserverSession(Session):
@@ -252,10 +309,9 @@ class ObserverSession(Session):
     kind = "observer"
 
     def __init__(self, service: PBService, developer: Developer | None, mind: pb.RemoteReference) -> None:
-        super().__init__(service, developer)
+        super().__init__(service, developer, mind.broker.connection)
         self.mind = mind
-        self.broker: pb.Broker = mind.broker
-        self.outbox = service.outbox_for(self.broker)
+        self.outbox = self.connection.outbox
         self._head = call_head(mind.luid)  # the same for every call to this mind
         self.watching: set[str] = set()
         self._backlog: list[tuple[BuildEvent, OneWayCall]] | None = None  # live events held during catch-up
@@ -281,13 +337,21 @@ class ObserverSession(Session):
     def goodbye(self, reason: str) -> None:
         self.deliver(OneWayCall("goodbye", reason))
 
+    def fail(self, reason: str) -> None:
+        """Something went wrong on our side: end the session (and close its
+        connection if nothing else uses it) so the client resumes afresh."""
+        try:
+            self.service.drop(self, reason)
+        except Exception:
+            log.exception("dropping a failed session failed too")
+
     def ping(self, timeout: float) -> Deferred[bool]:
         """Whether the client answers a ping within ``timeout`` seconds."""
         try:
             d = self.mind.callRemote("ping")
         except pb.DeadReferenceError:
             return succeed(False)
-        d.addTimeout(timeout, self.service.reactor)
+        d.addTimeout(timeout, self.service.clock)
         d.addCallbacks(lambda _: True, lambda _: False)
         return d
 
@@ -298,7 +362,6 @@ class ObserverSession(Session):
         for project in self.watching:
             self.service.leave(project, self)
         self.watching.clear()
-        self.service.session_ended(self)
 
     def perspective_watch(self, projects: list[str] | None = None, since: int | None = None) -> Deferred:
         """Watch ``projects`` (a developer's default: the saved ones). With
@@ -307,11 +370,14 @@ class ObserverSession(Session):
         return self._watch_lock.run(lambda: Deferred.fromCoroutine(self._watch(projects, since)))
 
     async def _watch(self, projects: list[str] | None, since: int | None) -> dict[str, Any]:
+        since = arguments.optional_integer(since, "since")
+        skipped: list[str] = []
         if projects is None:
             if self.developer is None:
                 raise NotAllowed("anonymous sessions must name the projects to watch")
-            projects = await self._saved_projects()
-        projects = await self._require_visible(projects)
+            projects, skipped = await self._saved_visible()
+        else:
+            projects = await self._require_visible(arguments.project_list(projects))
         self._require_running()
         if self.developer is not None:
             developer_id = self.developer.id
@@ -343,10 +409,11 @@ class ObserverSession(Session):
         for event, call in held:
             self.deliver_event(event, call)
         oldest = await self.service.store.read(queries.oldest_id)
-        await self.outbox.drained()  # the answer must not overtake the events it reports
         self._require_running()
+        # the answer follows the events it reports through the same outbox
         return {
             "watching": sorted(self.watching),
+            "skipped": skipped,
             "replayed": replayed,
             "last_id": self._last_id,
             "oldest_id": oldest,
@@ -358,28 +425,31 @@ class ObserverSession(Session):
 
     async def _replay(self, since: int) -> int:
         """Send the stored events after ``since`` (or after what this session
-        already pushed) in pages no larger than half the client's queue, each
-        once the previous one has been taken, so a long absence never makes the
-        client look too slow. Returns how many events were read."""
+        already pushed) in pages no larger than half the client's queue (in
+        messages and in bytes), each once the previous one has been taken, so
+        a long absence never makes the client look too slow. Returns how many
+        events were read."""
         replayed = 0
         self._last_id = after = max(self._last_id, since)
-        size = max(1, min(CATCH_UP_PAGE, self.service.settings.queue_limit // 2))
+        settings = self.service.settings
+        size = max(1, min(CATCH_UP_PAGE, settings.queue_limit // 2))
+        max_bytes = min(ANSWER_BYTES, settings.queue_bytes // 2)
         while self.ended is None:
             await self.outbox.drained()
             page = await self.service.store.read(
-                queries.history, after_id=after, projects=sorted(self.watching), limit=size
+                _event_page, after_id=after, projects=sorted(self.watching), limit=size, max_bytes=max_bytes
             )
             for event in page:
-                if not self.service.is_muted(self, event.project):
-                    self.deliver(OneWayCall("event", event.to_dict()))
-                self._last_id = after = event.id
+                if not self.service.is_muted(self, event["project"]):
+                    self.deliver(OneWayCall("event", event))
+                self._last_id = after = event["id"]
             replayed += len(page)
-            if len(page) < size:
+            if not page:
                 break
         return replayed
 
     def perspective_unwatch(self, projects: list[str]) -> list[str]:
-        projects = _project_list(projects)
+        projects = arguments.project_list(projects)
         for project in projects:
             if project in self.watching:
                 self.watching.discard(project)
@@ -420,9 +490,18 @@ class DeveloperSession(ObserverSession):
         self.deliver(OneWayCall("alert", alert_wire(alert.id, alert.developer, alert.event)))
 
     async def send_pending_alerts(self) -> None:
-        pending = await self.service.store.read(personal.pending_alerts, developer_id=self.developer_id)
-        for alert_id, event in pending:
-            self.deliver_alert(Alert(alert_id, self.developer.name, event))  # type: ignore[union-attr]
+        """Push the oldest MAX_ALERTS unacknowledged alerts, paced like a
+        catch-up so that a long absence never makes the client look too slow."""
+        pending = await self.service.store.read(
+            personal.pending_alerts, developer_id=self.developer_id, limit=MAX_ALERTS
+        )
+        page = max(1, self.service.settings.queue_limit // 2)
+        for start in range(0, len(pending), page):
+            await self.outbox.drained()
+            if self.ended is not None:
+                return
+            for alert_id, event in pending[start : start + page]:
+                self.deliver_alert(Alert(alert_id, self.developer.name, event))  # type: ignore[union-attr]
 
 
 def alert_wire(alert_id: int, developer: str, event: BuildEvent) -> dict[str, Any]:
@@ -436,13 +515,19 @@ def _hidden(conn: Any, developer_id: int | None) -> set[str]:
     return private - accounts.memberships(conn, developer_id)
 
 
-def _project_list(projects: Iterable[str] | None) -> list[str]:
-    if isinstance(projects, str) or projects is None:
-        raise NotAllowed("projects must be a list of project names")
-    out = [p for p in projects if isinstance(p, str) and p]
-    if len(out) != len(list(projects)):
-        raise NotAllowed("projects must be a list of project names")
-    return out
+def _event_page(conn: Any, max_bytes: int = ANSWER_BYTES, **query: Any) -> list[dict[str, Any]]:
+    """``queries.history(**query)`` as wire dicts, cut once they hold about
+    ``max_bytes`` (always at least one): runs on a reader thread, so the
+    reactor never builds more than one page of a long history."""
+    page: list[dict[str, Any]] = []
+    size = 0
+    for event in queries.history(conn, **query):
+        row = event.to_dict()
+        size += approx_size(row)
+        if page and size > max_bytes:
+            break
+        page.append(row)
+    return page
 
 
 def _log_failure(failure: Failure) -> None:

@@ -10,7 +10,6 @@ observer's message: fan-out costs a memcpy per observer, not a jelly.
 
 from __future__ import annotations
 
-from io import BytesIO
 from typing import Any
 
 from twisted.spread import banana, jelly
@@ -45,26 +44,13 @@ class StrictSecurity(jelly.SecurityOptions):
 SECURITY = StrictSecurity()
 
 
-class _Encoder(banana.Banana):
-    """A banana used only to encode. It spells every string out (the "none"
-    dialect): a receiver speaking PB's abbreviated dialect reads that too,
-    so the same bytes suit every connection."""
-
-    def __init__(self) -> None:
-        super().__init__(isClient=False)
-        self.setPrefixLimit(banana._PREFIX_LIMIT)
-        self.currentDialect = b"none"
-
-    def encode(self, sexp: Any) -> bytes:
-        out = BytesIO()
-        self._encode(sexp, out.write)
-        return out.getvalue()
-
-
-_ENCODER = _Encoder()
-_LIST_OF_7 = _ENCODER.encode([0] * 7)[:2]  # banana's header for a 7-element list
-_EMPTY_KWARGS = _ENCODER.encode(jelly.jelly({}, SECURITY))
-_MESSAGE_REQUEST_0 = _ENCODER.encode(b"message") + _ENCODER.encode(0)
+#: banana's own encoder spells every string out (the "none" dialect): a
+#: receiver speaking PB's abbreviated dialect reads that too, so the same
+#: bytes suit every connection
+encode = banana.encode
+_LIST_OF_7 = encode([0] * 7)[:2]  # banana's header for a 7-element list
+_EMPTY_KWARGS = encode(jelly.jelly({}, SECURITY))
+_MESSAGE_REQUEST_0 = encode(b"message") + encode(0)
 
 
 class OneWayCall:
@@ -74,8 +60,8 @@ class OneWayCall:
     __slots__ = ("_tail",)
 
     def __init__(self, method: str, *args: Any) -> None:
-        encoded_args = _ENCODER.encode(jelly.jelly(args, SECURITY))
-        self._tail = _ENCODER.encode(method.encode()) + _ENCODER.encode(0) + encoded_args + _EMPTY_KWARGS
+        encoded_args = encode(jelly.jelly(args, SECURITY))
+        self._tail = encode(method.encode()) + encode(0) + encoded_args + _EMPTY_KWARGS
 
     def for_object(self, object_id: int) -> bytes:
         return call_head(object_id) + self._tail
@@ -88,7 +74,19 @@ class OneWayCall:
 def call_head(object_id: int) -> bytes:
     """The bytes before a call's method name for one recipient: the same
     for every call to it, so a session computes them once."""
-    return _LIST_OF_7 + _MESSAGE_REQUEST_0 + _ENCODER.encode(object_id)
+    return _LIST_OF_7 + _MESSAGE_REQUEST_0 + encode(object_id)
+
+
+def approx_size(value: Any) -> int:
+    """About how many bytes ``value`` (plain data) takes once jellied and
+    encoded: enough to cut pages by size without encoding them."""
+    if isinstance(value, str | bytes):
+        return len(value) + 4
+    if isinstance(value, dict):
+        return 8 + sum(approx_size(k) + approx_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 4 + sum(approx_size(v) for v in value)
+    return 9
 
 
 def refusal(error: jelly.InsecureJelly) -> str:

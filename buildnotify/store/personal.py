@@ -22,14 +22,17 @@ from buildnotify.store.schema import alerts, builds, claims, events, watches
 # -- alerts ------------------------------------------------------------------------
 
 
-def pending_alerts(conn: Connection, developer_id: int) -> list[tuple[int, BuildEvent]]:
+def pending_alerts(
+    conn: Connection, developer_id: int, limit: int | None = None
+) -> list[tuple[int, BuildEvent]]:
     """The developer's unacknowledged alerts as (alert id, event), oldest
-    event first."""
+    event first; the oldest ``limit`` of them if given."""
     query = (
         select(alerts.c.id.label("alert_id"), events)
         .join(events, events.c.id == alerts.c.event_id)
         .where(alerts.c.developer_id == developer_id, alerts.c.acked_at.is_(None))
         .order_by(events.c.id, alerts.c.id)
+        .limit(limit)
     )
     return [(row.alert_id, event_from_row(row._mapping)) for row in conn.execute(query)]
 

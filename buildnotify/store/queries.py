@@ -19,10 +19,12 @@ def history(
     after_id: int | None = None,
     projects: Collection[str] | None = None,
     exclude: Collection[str] = (),
+    before_id: int | None = None,
 ) -> list[BuildEvent]:
-    """Events newest first, or (with ``after_id``) oldest first from there:
-    the form a resuming client wants. ``projects`` keeps only those,
-    ``exclude`` drops those (private projects a session may not see)."""
+    """Events newest first (older than ``before_id``, to page back), or (with
+    ``after_id``) oldest first from there: the form a resuming client wants.
+    ``projects`` keeps only those, ``exclude`` drops those (private projects
+    a session may not see)."""
     query = select(events)
     if project is not None:
         query = query.where(events.c.project == project)
@@ -30,6 +32,8 @@ def history(
         query = query.where(events.c.project.in_(list(projects)))
     if exclude:
         query = query.where(events.c.project.not_in(list(exclude)))
+    if before_id is not None:
+        query = query.where(events.c.id < before_id)
     if after_id is not None:
         query = query.where(events.c.id > after_id).order_by(events.c.id)
     else:
