@@ -26,10 +26,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # here rather than at exit, where a closed pipe would be reported
+        return code
     except ConfigError as e:
         print(f"buildnotify-cli: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader of our output went away (| head -1): stop quietly
+        from buildnotify.closedpipe import silence
+
+        return silence()
     except KeyboardInterrupt:
         return 130
 
