@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from buildnotify.client import watch
 from tests.hubprocess import HubProcess, cli_env, free_port, generic_event, post, run_cli, write_config
 
 if not hasattr(fcntl, "F_SETPIPE_SZ"):
@@ -175,3 +177,48 @@ def test_history_stops_quietly_when_its_reader_goes(hub: Hub, tmp_path: Path) ->
     assert history.read_line().startswith('{"id": ')
     assert history.close_and_wait() == EXIT_CLOSED_PIPE, history.stderr
     assert history.stderr == ""
+
+
+def test_watch_ends_when_its_reader_goes_and_gives_the_session_back(hub: Hub, tmp_path: Path) -> None:
+    """``watch --json | head -1`` as a developer: it exits as soon as head
+    does, without waiting for another event, and the developer can sign in
+    again on a hub that refuses a second login."""
+    alice = ("--hub", hub.pb, "--user", "alice", "--token-file", str(hub.token_file), "--project", WIDGET)
+    first_dir, again_dir = tmp_path / "first", tmp_path / "again"
+    first_dir.mkdir()
+    again_dir.mkdir()
+    first = Piped(hub, first_dir, "watch", "--json", "--from-now", *alice)
+    first.wait_for_stderr("live on")
+    hub.build(1000, status="success", branch="main")
+    assert '"type": "event"' in first.read_line()
+    assert first.close_and_wait() == EXIT_CLOSED_PIPE, first.stderr
+    assert_only_status_lines(first.stderr)
+
+    again = Piped(hub, again_dir, "watch", "--json", "--from-now", *alice)
+    try:
+        again.wait_for_stderr("live on")
+    finally:
+        again.proc.send_signal(signal.SIGTERM)
+        again.close_and_wait()
+
+
+def test_a_watch_whose_output_write_fails_stops_once_and_quietly() -> None:
+    """Where the reader's going is only found out by writing (stdout is not
+    a pipe the reactor can watch, or the reader left an instant before an
+    event), the failed write stops the watch the same way, once."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    stopped: list[bool] = []
+    with os.fdopen(writer, "w") as stdout, open(os.devnull, "w") as stderr:
+        terminal = watch.Terminal(
+            json_lines=True,
+            only="all",
+            branch=None,
+            until=None,
+            stdout=stdout,
+            status=watch.StatusLine(stderr),
+        )
+        terminal.on_reader_gone = lambda: stopped.append(True)
+        terminal.on_event({"id": 1, "status": "failure", "project": WIDGET})
+        terminal.on_event({"id": 2, "status": "success", "project": WIDGET})  # goes nowhere, quietly
+    assert stopped == [True]
