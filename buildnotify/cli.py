@@ -14,9 +14,10 @@ from buildnotify import config as configuration
 from buildnotify.config import ConfigError, HubConfig
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
 
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 5  # the database cannot be reached (the client commands' 5: the hub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return silence()
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        from buildnotify.store.database import Unreachable  # imported already if e is one
+
+        if not isinstance(e, Unreachable):
+            raise
+        print(f"buildnotify-cli: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -222,6 +230,16 @@ def _resolve(args: argparse.Namespace, generate: bool = False) -> HubConfig:
     return config
 
 
+def _open(config: HubConfig) -> Engine:
+    """The hub database's engine, connected to once: a database that cannot
+    be reached ends every command here, in one line (see main)."""
+    from buildnotify.store import database
+
+    engine = database.create(config.database)
+    database.reach(engine, config.database)
+    return engine
+
+
 def _serve(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
@@ -234,6 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = config.replace(http=args.http)
     if args.pb:
         config = config.replace(pb=args.pb)
+    _open(config).dispose()
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -268,7 +287,7 @@ def _history(args: argparse.Namespace) -> int:
     if file is not None and not file.exists():
         print(f"buildnotify-cli: no hub database at {file} yet", file=sys.stderr)
         return 1
-    engine = database.create(config.database)
+    engine = _open(config)
     if database.current_revision(engine) is None:
         print(
             f"buildnotify-cli: no hub database at {database.display_url(config.database)} yet",
@@ -318,8 +337,7 @@ def _history(args: argparse.Namespace) -> int:
 def _db_upgrade(args: argparse.Namespace) -> int:
     from buildnotify.store import database
 
-    config = _resolve(args)
-    engine = database.create(config.database)
+    engine = _open(_resolve(args))
     before = database.current_revision(engine)
     database.upgrade(engine)
     after = database.current_revision(engine)
@@ -342,7 +360,7 @@ def _accounts(args: argparse.Namespace, work: Callable[[Connection], int], write
     if not writes and file is not None and not file.exists():
         print(f"buildnotify-cli: no hub database at {file} yet", file=sys.stderr)
         return 1
-    engine = database.create(config.database)
+    engine = _open(config)
     try:
         database.upgrade(engine)
         with engine.begin() as conn:

@@ -109,6 +109,50 @@ def test_db_without_a_subcommand_shows_its_help(capsys) -> None:
     assert "upgrade" in capsys.readouterr().out
 
 
+# -- a database that cannot be reached -------------------------------------------
+
+PASSWORD = "not-to-be-printed"
+
+
+def closed_postgres() -> tuple[str, str]:
+    """A PostgreSQL URL with a password on a port nobody listens on, and how
+    the CLI may show it."""
+    port = free_port()
+    return (
+        f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:{port}/test",
+        f"postgresql+psycopg://postgres:***@127.0.0.1:{port}/test",
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["history"],
+        ["db", "upgrade"],
+        ["users", "list"],
+        ["users", "add", "ada"],
+        ["projects", "list"],
+        ["projects", "private", "acme/widget"],
+    ],
+    ids=" ".join,
+)
+def test_an_unreachable_database_is_one_line_without_its_password(capsys, command: list[str]) -> None:
+    url, shown = closed_postgres()
+    assert cli.main([*command, "--db", url]) == cli.EXIT_UNREACHABLE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"buildnotify-cli: cannot reach the database at {shown}: connection refused\n"
+
+
+def test_serve_with_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
+    url, shown = closed_postgres()
+    config = write_config(tmp_path / "hub.toml", port=free_port(), database=url)
+    result = run_cli(["serve", "--config", str(config)], cli_env(tmp_path), timeout=30)
+    assert result.returncode == cli.EXIT_UNREACHABLE, result
+    assert result.stderr == f"buildnotify-cli: cannot reach the database at {shown}: connection refused\n"
+    assert result.stdout == ""
+
+
 # -- history ---------------------------------------------------------------------
 
 
