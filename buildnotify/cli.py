@@ -252,6 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = config.replace(http=args.http)
     if args.pb:
         config = config.replace(pb=args.pb)
+    _check_listeners(args, config)
     _open(config).dispose()
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -277,6 +278,21 @@ def _serve(args: argparse.Namespace) -> int:
     reactor.callWhenRunning(start)
     reactor.run()
     return exit_code[0]
+
+
+def _check_listeners(args: argparse.Namespace, config: HubConfig) -> None:
+    """An endpoint Twisted cannot parse is a mistake named where it was made:
+    the option, or the key in the config file."""
+    from buildnotify.endpoints import mistake
+
+    for key, option, example in (
+        ("http", args.http, configuration.DEFAULT_HTTP),
+        ("pb", args.pb, configuration.DEFAULT_PB),
+    ):
+        where = f"--{key}" if option else f"{config.path or 'config'} [hub] {key}"
+        problem = mistake(getattr(config, key), where, example, server=True)
+        if problem:
+            raise ConfigError(problem)
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -392,6 +392,25 @@ def test_serve_with_a_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "xdg-config").exists(), "no config may be generated when --config is given"
 
 
+@pytest.mark.parametrize(("option", "value"), [("--http", "tcp:notaport"), ("--pb", "bogus:1")])
+def test_serve_names_the_option_with_a_bad_endpoint(tmp_path: Path, option: str, value: str) -> None:
+    database = tmp_path / "hub.db"
+    config = write_config(tmp_path / "hub.toml", port=free_port(), database=str(database))
+    result = run_cli(["serve", "--config", str(config), option, value], cli_env(tmp_path), timeout=30)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"buildnotify-cli: {option}: not an endpoint: {value!r} ("), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert not database.exists(), "a mistake in the command line must not leave a database behind"
+
+
+def test_serve_names_the_config_key_with_a_bad_endpoint(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\nhttp = "tcp:{free_port()}:interface=127.0.0.1"\npb = "tcp:notaport"\n')
+    result = run_cli(["serve", "--config", str(config)], cli_env(tmp_path), timeout=30)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"buildnotify-cli: {config} [hub] pb: not an endpoint: 'tcp:notaport'")
+
+
 def test_serve_with_an_unknown_config_key_names_it(tmp_path: Path) -> None:
     path = tmp_path / "hub.toml"
     path.write_text(f'[hub]\nhttp = "tcp:{free_port()}:interface=127.0.0.1"\ndatabse = "hub.db"\n')

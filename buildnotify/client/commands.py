@@ -214,11 +214,7 @@ def _run(args: argparse.Namespace, name: str, body: Body, developer: bool) -> in
     from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
 
-    try:
-        endpoint = clientFromString(reactor, hub)
-    except (ValueError, TypeError, KeyError) as e:
-        _say(f"not a hub endpoint: {hub!r} ({e}); e.g. tcp:127.0.0.1:8787 or tls:hub.example.com:8787")
-        return EXIT_USAGE
+    endpoint = clientFromString(reactor, hub)  # resolve_connection made sure it parses
     return _in_reactor(reactor, lambda: _session(args, body, endpoint, hub, user, connection.token))
 
 
