@@ -14,7 +14,7 @@ import re
 import socket
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,19 @@ def hubs():
     for hub in started:
         hub.close()
         print(hub.output())  # shown by pytest when the test failed
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """umask 022, under which a file not made private on purpose is readable
+    by everyone: so that a test of a private file can fail."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def mode(path: Path) -> str:
+    return oct(stat.S_IMODE(path.stat().st_mode))
 
 
 # -- help and db upgrade ---------------------------------------------------------
@@ -86,13 +99,14 @@ def head_revision(path: Path) -> str:
         engine.dispose()
 
 
-def test_db_upgrade_creates_the_database_then_is_a_no_op(tmp_path: Path, capsys) -> None:
+def test_db_upgrade_creates_the_database_then_is_a_no_op(tmp_path: Path, capsys, usual_umask) -> None:
     path = tmp_path / "new" / "hub.db"
     head = head_revision(tmp_path / "scratch.db")
 
     assert cli.main(["db", "upgrade", "--db", str(path)]) == 0
     assert capsys.readouterr().out.strip() == f"database upgraded to revision {head}"
     assert path.is_file()
+    assert mode(path) == "0o600", "token hashes and identities: readable by the owner only"
     engine = database.create(str(path))
     try:
         assert {"events", "deliveries", "builds", "projects"} <= set(inspect(engine).get_table_names())
@@ -461,6 +475,22 @@ def get(port: int, path: str) -> tuple[int, Any]:
         return response.status, json.loads(response.read())
     finally:
         conn.close()
+
+
+def test_the_running_hub_keeps_its_database_files_private(tmp_path: Path, hubs, usual_umask) -> None:
+    """The SQLite file and, while the hub has it open in WAL mode, its -wal
+    and -shm files are readable by the owner only, like the config."""
+    port, token = free_port(), os.urandom(8).hex()
+    database = tmp_path / "data" / "hub.db"
+    config = write_config(tmp_path / "hub.toml", port=port, database=str(database), tokens={"ci": token})
+    hub = hubs(tmp_path, ["--config", str(config)], port, cli_env(tmp_path))
+    hub.start().wait_ready()
+    body, headers = generic_event("one")
+    status, answer = post(port, "/hooks/generic", body, {**headers, "Authorization": f"Bearer {token}"})
+    assert status == 200, answer
+    files = [database, database.with_name("hub.db-wal"), database.with_name("hub.db-shm")]
+    assert {path.name: mode(path) for path in files} == {path.name: "0o600" for path in files}
+    assert hub.terminate() == 0
 
 
 def test_serve_answers_get_root(tmp_path: Path, hubs) -> None:
