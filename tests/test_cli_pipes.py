@@ -27,8 +27,8 @@ import pytest
 from buildnotify.client import watch
 from tests.hubprocess import HubProcess, cli_env, free_port, generic_event, post, run_cli, write_config
 
-if not hasattr(fcntl, "F_SETPIPE_SZ"):
-    pytest.skip("needs Linux pipes (F_SETPIPE_SZ)", allow_module_level=True)
+if not hasattr(fcntl, "F_SETPIPE_SZ") or os.sysconf("SC_PAGE_SIZE") != 4096:
+    pytest.skip("needs Linux pipes that can hold a single 4 KiB page", allow_module_level=True)
 
 WIDGET = "acme/widget"
 BRANCHES = 60  # status rows of about 130 bytes: two pipe-fulls

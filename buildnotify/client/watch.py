@@ -29,7 +29,7 @@ EXIT_USAGE = 2  # bad arguments, config or token file
 EXIT_SIGNED_IN_ELSEWHERE = 3  # another client of the same developer took over
 EXIT_REFUSED = 4  # the hub refused the login or the watch
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); 143 for SIGTERM
-# and EXIT_CLOSED_PIPE (141): the reader of stdout went away (watch | head -1)
+# EXIT_CLOSED_PIPE (141, from closedpipe): the reader of stdout went away (watch | head -1)
 
 FINISHED = ("success", "failure", "error", "cancelled", "skipped")
 ONLY = ("all", "changes", "failures")
