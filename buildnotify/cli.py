@@ -14,9 +14,10 @@ from buildnotify import config as configuration
 from buildnotify.config import ConfigError, HubConfig
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
 
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 5  # the database cannot be reached (the client commands' 5: the hub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,12 +27,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # here rather than at exit, where a closed pipe would be reported
+        return code
     except ConfigError as e:
         print(f"buildnotify-cli: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader of our output went away (| head -1): stop quietly
+        from buildnotify.closedpipe import silence
+
+        return silence()
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        from buildnotify.store.database import Unreachable  # imported already if e is one
+
+        if not isinstance(e, Unreachable):
+            raise
+        print(f"buildnotify-cli: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -216,6 +230,16 @@ def _resolve(args: argparse.Namespace, generate: bool = False) -> HubConfig:
     return config
 
 
+def _open(config: HubConfig) -> Engine:
+    """The hub database's engine, connected to once: a database that cannot
+    be reached ends every command here, in one line (see main)."""
+    from buildnotify.store import database
+
+    engine = database.create(config.database)
+    database.reach(engine, config.database)
+    return engine
+
+
 def _serve(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
@@ -228,6 +252,8 @@ def _serve(args: argparse.Namespace) -> int:
         config = config.replace(http=args.http)
     if args.pb:
         config = config.replace(pb=args.pb)
+    _check_listeners(args, config)
+    _open(config).dispose()
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -254,6 +280,21 @@ def _serve(args: argparse.Namespace) -> int:
     return exit_code[0]
 
 
+def _check_listeners(args: argparse.Namespace, config: HubConfig) -> None:
+    """An endpoint Twisted cannot parse is a mistake named where it was made:
+    the option, or the key in the config file."""
+    from buildnotify.endpoints import mistake
+
+    for key, option, example in (
+        ("http", args.http, configuration.DEFAULT_HTTP),
+        ("pb", args.pb, configuration.DEFAULT_PB),
+    ):
+        where = f"--{key}" if option else f"{config.path or 'config'} [hub] {key}"
+        problem = mistake(getattr(config, key), where, example, server=True)
+        if problem:
+            raise ConfigError(problem)
+
+
 def _history(args: argparse.Namespace) -> int:
     from buildnotify.store import database, queries
 
@@ -262,7 +303,7 @@ def _history(args: argparse.Namespace) -> int:
     if file is not None and not file.exists():
         print(f"buildnotify-cli: no hub database at {file} yet", file=sys.stderr)
         return 1
-    engine = database.create(config.database)
+    engine = _open(config)
     if database.current_revision(engine) is None:
         print(
             f"buildnotify-cli: no hub database at {database.display_url(config.database)} yet",
@@ -312,8 +353,7 @@ def _history(args: argparse.Namespace) -> int:
 def _db_upgrade(args: argparse.Namespace) -> int:
     from buildnotify.store import database
 
-    config = _resolve(args)
-    engine = database.create(config.database)
+    engine = _open(_resolve(args))
     before = database.current_revision(engine)
     database.upgrade(engine)
     after = database.current_revision(engine)
@@ -336,7 +376,7 @@ def _accounts(args: argparse.Namespace, work: Callable[[Connection], int], write
     if not writes and file is not None and not file.exists():
         print(f"buildnotify-cli: no hub database at {file} yet", file=sys.stderr)
         return 1
-    engine = database.create(config.database)
+    engine = _open(config)
     try:
         database.upgrade(engine)
         with engine.begin() as conn:

@@ -14,7 +14,7 @@ import re
 import socket
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,19 @@ def hubs():
     for hub in started:
         hub.close()
         print(hub.output())  # shown by pytest when the test failed
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """umask 022, under which a file not made private on purpose is readable
+    by everyone: so that a test of a private file can fail."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def mode(path: Path) -> str:
+    return oct(stat.S_IMODE(path.stat().st_mode))
 
 
 # -- help and db upgrade ---------------------------------------------------------
@@ -86,13 +99,14 @@ def head_revision(path: Path) -> str:
         engine.dispose()
 
 
-def test_db_upgrade_creates_the_database_then_is_a_no_op(tmp_path: Path, capsys) -> None:
+def test_db_upgrade_creates_the_database_then_is_a_no_op(tmp_path: Path, capsys, usual_umask) -> None:
     path = tmp_path / "new" / "hub.db"
     head = head_revision(tmp_path / "scratch.db")
 
     assert cli.main(["db", "upgrade", "--db", str(path)]) == 0
     assert capsys.readouterr().out.strip() == f"database upgraded to revision {head}"
     assert path.is_file()
+    assert mode(path) == "0o600", "token hashes and identities: readable by the owner only"
     engine = database.create(str(path))
     try:
         assert {"events", "deliveries", "builds", "projects"} <= set(inspect(engine).get_table_names())
@@ -107,6 +121,50 @@ def test_db_upgrade_creates_the_database_then_is_a_no_op(tmp_path: Path, capsys)
 def test_db_without_a_subcommand_shows_its_help(capsys) -> None:
     assert cli.main(["db"]) == 2
     assert "upgrade" in capsys.readouterr().out
+
+
+# -- a database that cannot be reached -------------------------------------------
+
+PASSWORD = "not-to-be-printed"
+
+
+def closed_postgres() -> tuple[str, str]:
+    """A PostgreSQL URL with a password on a port nobody listens on, and how
+    the CLI may show it."""
+    port = free_port()
+    return (
+        f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:{port}/test",
+        f"postgresql+psycopg://postgres:***@127.0.0.1:{port}/test",
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["history"],
+        ["db", "upgrade"],
+        ["users", "list"],
+        ["users", "add", "ada"],
+        ["projects", "list"],
+        ["projects", "private", "acme/widget"],
+    ],
+    ids=" ".join,
+)
+def test_an_unreachable_database_is_one_line_without_its_password(capsys, command: list[str]) -> None:
+    url, shown = closed_postgres()
+    assert cli.main([*command, "--db", url]) == cli.EXIT_UNREACHABLE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"buildnotify-cli: cannot reach the database at {shown}: connection refused\n"
+
+
+def test_serve_with_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
+    url, shown = closed_postgres()
+    config = write_config(tmp_path / "hub.toml", port=free_port(), database=url)
+    result = run_cli(["serve", "--config", str(config)], cli_env(tmp_path), timeout=30)
+    assert result.returncode == cli.EXIT_UNREACHABLE, result
+    assert result.stderr == f"buildnotify-cli: cannot reach the database at {shown}: connection refused\n"
+    assert result.stdout == ""
 
 
 # -- history ---------------------------------------------------------------------
@@ -348,6 +406,25 @@ def test_serve_with_a_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "xdg-config").exists(), "no config may be generated when --config is given"
 
 
+@pytest.mark.parametrize(("option", "value"), [("--http", "tcp:notaport"), ("--pb", "bogus:1")])
+def test_serve_names_the_option_with_a_bad_endpoint(tmp_path: Path, option: str, value: str) -> None:
+    database = tmp_path / "hub.db"
+    config = write_config(tmp_path / "hub.toml", port=free_port(), database=str(database))
+    result = run_cli(["serve", "--config", str(config), option, value], cli_env(tmp_path), timeout=30)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"buildnotify-cli: {option}: not an endpoint: {value!r} ("), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert not database.exists(), "a mistake in the command line must not leave a database behind"
+
+
+def test_serve_names_the_config_key_with_a_bad_endpoint(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\nhttp = "tcp:{free_port()}:interface=127.0.0.1"\npb = "tcp:notaport"\n')
+    result = run_cli(["serve", "--config", str(config)], cli_env(tmp_path), timeout=30)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"buildnotify-cli: {config} [hub] pb: not an endpoint: 'tcp:notaport'")
+
+
 def test_serve_with_an_unknown_config_key_names_it(tmp_path: Path) -> None:
     path = tmp_path / "hub.toml"
     path.write_text(f'[hub]\nhttp = "tcp:{free_port()}:interface=127.0.0.1"\ndatabse = "hub.db"\n')
@@ -398,6 +475,22 @@ def get(port: int, path: str) -> tuple[int, Any]:
         return response.status, json.loads(response.read())
     finally:
         conn.close()
+
+
+def test_the_running_hub_keeps_its_database_files_private(tmp_path: Path, hubs, usual_umask) -> None:
+    """The SQLite file and, while the hub has it open in WAL mode, its -wal
+    and -shm files are readable by the owner only, like the config."""
+    port, token = free_port(), os.urandom(8).hex()
+    database = tmp_path / "data" / "hub.db"
+    config = write_config(tmp_path / "hub.toml", port=port, database=str(database), tokens={"ci": token})
+    hub = hubs(tmp_path, ["--config", str(config)], port, cli_env(tmp_path))
+    hub.start().wait_ready()
+    body, headers = generic_event("one")
+    status, answer = post(port, "/hooks/generic", body, {**headers, "Authorization": f"Bearer {token}"})
+    assert status == 200, answer
+    files = [database, database.with_name("hub.db-wal"), database.with_name("hub.db-shm")]
+    assert {path.name: mode(path) for path in files} == {path.name: "0o600" for path in files}
+    assert hub.terminate() == 0
 
 
 def test_serve_answers_get_root(tmp_path: Path, hubs) -> None:

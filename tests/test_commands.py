@@ -4,6 +4,7 @@ loopback in this test's reactor."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -244,13 +245,18 @@ def _make_private(conn: object, project: str) -> None:
 
 
 class UsageTests(unittest.TestCase):
-    def test_mistakes_exit_2_before_connecting(self) -> None:
-        empty = Path(self.mktemp()).resolve()
-        empty.parent.mkdir(parents=True, exist_ok=True)
-        empty.write_text("")
-        token = empty.with_name("token")
+    def client_files(self, config_text: str) -> tuple[Path, Path]:
+        """A client config with ``config_text`` and a private token file beside it."""
+        config = Path(self.mktemp()).resolve()
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(config_text)
+        token = config.with_name("token")
         token.write_text("a-token\n")
         token.chmod(0o600)
+        return config, token
+
+    def test_mistakes_exit_2_before_connecting(self) -> None:
+        empty, token = self.client_files("")
         base = ("--hub", "tcp:127.0.0.1:1", "--client-config", str(empty))
         for args in (
             ["status", *base],  # anonymous needs projects
@@ -264,6 +270,22 @@ class UsageTests(unittest.TestCase):
         ):
             self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "BUILDNOTIFY_TOKEN"})
             self.assertEqual(cli.main(args), commands.EXIT_USAGE, args)
+
+    def test_a_bad_hub_endpoint_is_named(self) -> None:
+        config, token = self.client_files('hub = "bogus:1"\n')
+        alice = ("--user", "alice", "--token-file", str(token))
+        for args, where, value in (
+            (["status", "--project", WIDGET, "--hub", "tcp:notaport"], "--hub", "tcp:notaport"),
+            (["claim", WIDGET, "ci", *alice, "--hub", "bogus:1"], "--hub", "bogus:1"),
+            (["ack", *alice, "--client-config", str(config)], f"hub in {config}", "bogus:1"),
+        ):
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            self.assertEqual(cli.main(args), commands.EXIT_USAGE, args)
+            self.assertTrue(
+                stderr.getvalue().startswith(f"buildnotify-cli: {where}: not an endpoint: {value!r} ("),
+                stderr.getvalue(),
+            )
 
     def test_age_and_claim_text(self) -> None:
         now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from twisted.trial import unittest
 from buildnotify import cli
 from buildnotify.client import watch
 from buildnotify.client.resume import state_file_name
+from tests.hubprocess import cli_env, run_cli
 from tests.pbclient import add_developer, pause, wait_until
 from tests.support import RunningHub
 
@@ -237,6 +239,28 @@ class UsageTests(unittest.TestCase):
         ):
             self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "BUILDNOTIFY_TOKEN"})
             self.assertEqual(cli.main(["watch", *args]), watch.EXIT_USAGE, args)
+
+    def test_a_bad_hub_endpoint_is_named_not_retried(self) -> None:
+        home = Path(self.mktemp()).resolve()
+        home.mkdir(parents=True)
+        client_config = self.config('hub = "bogus:1"\n')
+        for args, where, value in (
+            (["--hub", "tcp:notaport"], "--hub", "tcp:notaport"),
+            (["--client-config", client_config], f"hub in {client_config}", "bogus:1"),
+        ):
+            try:
+                result = run_cli(
+                    ["watch", "--project", WIDGET, *args],
+                    cli_env(home, XDG_STATE_HOME=str(home / "state")),
+                    timeout=30,
+                )
+            except subprocess.TimeoutExpired:
+                self.fail(f"watch {' '.join(args)} was still running after 30 s instead of naming {where}")
+            self.assertEqual(result.returncode, watch.EXIT_USAGE, result)
+            self.assertTrue(
+                result.stderr.startswith(f"buildnotify-cli watch: {where}: not an endpoint: {value!r} ("),
+                result.stderr,
+            )
 
     def test_event_filters(self) -> None:
         failed = {"branch": "main", "status": "failure", "transition": "failed"}

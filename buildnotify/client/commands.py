@@ -38,7 +38,7 @@ NO_BRANCH = "-"  # --branch -: the build has no branch
 
 EXIT_HELP = (
     "Exit status: 0 done, 1 the hub said no or nothing to do, 2 usage or config error, "
-    "4 login refused, 5 hub unreachable. See docs/watch.md."
+    "4 login refused, 5 hub unreachable, 141 the reader of the output went away. See docs/watch.md."
 )
 
 
@@ -214,11 +214,7 @@ def _run(args: argparse.Namespace, name: str, body: Body, developer: bool) -> in
     from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
 
-    try:
-        endpoint = clientFromString(reactor, hub)
-    except (ValueError, TypeError, KeyError) as e:
-        _say(f"not a hub endpoint: {hub!r} ({e}); e.g. tcp:127.0.0.1:8787 or tls:hub.example.com:8787")
-        return EXIT_USAGE
+    endpoint = clientFromString(reactor, hub)  # resolve_connection made sure it parses
     return _in_reactor(reactor, lambda: _session(args, body, endpoint, hub, user, connection.token))
 
 
@@ -236,35 +232,38 @@ def _check(args: argparse.Namespace, name: str, config: Any, user: str | None) -
 
 
 def _in_reactor(reactor: Any, work: Callable[[], Awaitable[int]]) -> int:
-    """Run ``work`` in the reactor; its result is the exit code."""
+    """Run ``work`` in the reactor; its result is the exit code. The reactor
+    stops whatever ``work`` ends with; an error is raised again here, after it
+    stopped (reporting it from inside the reactor could fail in turn, say on a
+    closed pipe, and leave the reactor running for ever)."""
     import signal
 
     from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
 
-    codes: list[int] = []
+    ended: list[int | Failure] = []
 
-    def done(code: int) -> None:
-        codes.append(code)
+    def done(result: int | Failure) -> None:
+        ended.append(result)
         if reactor.running:
             reactor.stop()
 
-    def crashed(failure: Any) -> None:
-        _say(f"unexpected error: {failure.getErrorMessage()}")
-        failure.printTraceback(file=sys.stderr)
-        done(EXIT_NO)
-
     def interrupted(signum: int, frame: Any) -> None:
-        codes.append(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
+        ended.append(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
         reactor.callFromThread(reactor.stop)
 
     def start() -> None:
         signal.signal(signal.SIGINT, interrupted)
         signal.signal(signal.SIGTERM, interrupted)
-        Deferred.fromCoroutine(work()).addCallbacks(done, crashed)  # type: ignore[arg-type]
+        Deferred.fromCoroutine(work()).addBoth(done)  # type: ignore[arg-type]
 
     reactor.callWhenRunning(start)
     reactor.run(installSignalHandlers=False)
-    return codes[0] if codes else EXIT_INTERRUPTED
+    if not ended:
+        return EXIT_INTERRUPTED
+    if isinstance(ended[0], Failure):
+        ended[0].raiseException()  # a closed pipe (| head -1) is handled by cli.main
+    return ended[0]
 
 
 async def _session(

@@ -25,7 +25,10 @@ from typing import Any
 
 import platformdirs
 
+from buildnotify.endpoints import mistake
+
 DEFAULT_HUB = "tcp:127.0.0.1:8787"
+HUB_EXAMPLES = "tcp:127.0.0.1:8787 or tls:hub.example.com:8787"
 TOKEN_VARIABLE = "BUILDNOTIFY_TOKEN"
 CONFIG_VARIABLE = "BUILDNOTIFY_CLIENT_CONFIG"
 
@@ -182,10 +185,14 @@ def resolve_connection(
 ) -> Connection:
     """Hub, user and token from the options of :func:`add_connection_options`
     and the client config. Raises :class:`ClientConfigError` with a message for
-    the user: ``needs_user`` if there is no user and one is needed;
+    the user: a hub that is not an endpoint (naming --hub or the config file);
+    ``needs_user`` if there is no user and one is needed;
     ``no_token_hint`` ends the message when a user has no token."""
     config = load_config(args.client_config)
     hub = args.hub or config.hub
+    problem = mistake(hub, "--hub" if args.hub else f"hub in {config.path}", HUB_EXAMPLES, server=False)
+    if problem:
+        raise ClientConfigError(problem)
     user = None if getattr(args, "anonymous", False) else (args.user or config.user)
     if user is None:
         if needs_user is not None:

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from buildnotify.client.settings import add_connection_options
+from buildnotify.closedpipe import EXIT_CLOSED_PIPE, ReaderWatch, silence
 
 # Only light imports at module level: the parser is built for every command.
 
@@ -28,6 +29,7 @@ EXIT_USAGE = 2  # bad arguments, config or token file
 EXIT_SIGNED_IN_ELSEWHERE = 3  # another client of the same developer took over
 EXIT_REFUSED = 4  # the hub refused the login or the watch
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); 143 for SIGTERM
+# EXIT_CLOSED_PIPE (141, from closedpipe): the reader of stdout went away (watch | head -1)
 
 FINISHED = ("success", "failure", "error", "cancelled", "skipped")
 ONLY = ("all", "changes", "failures")
@@ -43,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "your own commits and claims stand out, connection status on stderr. Logs in anonymously "
         "unless a user is given (--user or the client config). Resumes where the last run stopped. "
         "Exit status: 0 done, 1 --until-finished build did not succeed, 2 usage or config error, "
-        "3 signed in elsewhere, 4 refused by the hub, 130 interrupted. See docs/watch.md.",
+        "3 signed in elsewhere, 4 refused by the hub, 130 interrupted, 141 the reader of the output went "
+        "away. See docs/watch.md.",
     )
     add_connection_options(parser)
     parser.add_argument(
@@ -254,6 +257,7 @@ class Terminal:
         self.notify = notify
         self.finished: dict[str, Any] | None = None  # the awaited build, once it finished
         self.on_finished: Callable[[dict[str, Any]], None] | None = None
+        self.on_reader_gone: Callable[[], None] | None = None
         self._lives = 0
 
     def _out(self, line: str) -> None:
@@ -261,7 +265,17 @@ class Terminal:
             self.stdout.write(line + "\n")
             self.stdout.flush()
 
-        self.status.around(write)
+        try:
+            self.status.around(write)
+        except BrokenPipeError:
+            self.reader_gone()
+
+    def reader_gone(self) -> None:
+        """stdout's reader went away (``watch | head -1``): what is left goes
+        nowhere, quietly, and the watch should stop (``on_reader_gone``)."""
+        silence(self.stdout, self.status.stream)
+        if self.on_reader_gone is not None:
+            self.on_reader_gone()
 
     def _json(self, kind: str, data: dict[str, Any]) -> None:
         self._out(json.dumps({"type": kind, **data}))
@@ -434,6 +448,7 @@ def _watch(
         finish(EXIT_OK if event.get("status") == "success" else EXIT_BUILD_FAILED)
 
     terminal.on_finished = build_finished
+    terminal.on_reader_gone = lambda: finish(EXIT_CLOSED_PIPE)
 
     def interrupted(signum: int, frame: Any) -> None:
         if exit_code:  # a second Ctrl-C: do not wait for a clean close
@@ -445,6 +460,7 @@ def _watch(
     def started() -> None:
         signal.signal(signal.SIGINT, interrupted)
         signal.signal(signal.SIGTERM, interrupted)
+        ReaderWatch.start(reactor, sys.stdout, terminal.reader_gone)  # no need to wait for an event
         client.start().addCallback(ended)
 
     reactor.callWhenRunning(started)

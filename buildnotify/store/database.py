@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
+
+
+class Unreachable(Exception):
+    """The database cannot be connected to (a SQLite file: opened). The
+    message is one line for people: where the database is, never its
+    password, and the driver's reason without SQLAlchemy's boilerplate."""
 
 
 def normalize_url(url_or_path: str) -> str:
@@ -43,12 +51,43 @@ def sqlite_file(url_or_path: str) -> Path | None:
 def create(url_or_path: str, **kwargs: object) -> Engine:
     url = make_url(normalize_url(url_or_path))
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        if url.database and url.database != ":memory:":
+            path = Path(url.database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            event.listen(engine, "do_connect", lambda *_: _create_private(path))
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def reach(engine: Engine, url_or_path: str) -> None:
+    """Connect once, so that a database that cannot be reached is reported,
+    as :class:`Unreachable`, before any work starts."""
+    try:
+        with engine.connect():
+            pass
+    except exc.DBAPIError as e:
+        verb = "open" if sqlite_file(url_or_path) else "reach"
+        raise Unreachable(f"cannot {verb} the database at {display_url(url_or_path)}: {_reason(e)}") from None
+
+
+def _reason(error: exc.DBAPIError) -> str:
+    """The driver's first line, without what the message names already:
+    psycopg's 'connection failed: connection to server at "HOST", port N
+    failed: FATAL:  WHY' becomes 'WHY'."""
+    lines = str(error.orig).strip().splitlines() or [type(error.orig).__name__]
+    reason = lines[0].rsplit(" failed: ", 1)[-1].removeprefix("FATAL:").strip()
+    return reason[:1].lower() + reason[1:]
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, before SQLite
+    would create it with the umask's mode: it holds developers' identities
+    and token hashes. SQLite gives the -wal and -shm files it creates beside
+    it the same mode. An existing file is left as it is."""
+    with contextlib.suppress(OSError):  # there already, or SQLite will say why it cannot open it
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
