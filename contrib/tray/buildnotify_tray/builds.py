@@ -140,13 +140,13 @@ def describe(build: Build, now: datetime, user: str | None, mine: bool) -> str:
     running = build.running
     text = f"{label(build.key)}: {state}"
     if state == BuildState.BUILDING and running is not None:
-        text += f" {_who(running, user, mine=False)}, started {age(running, now)} ago"
+        text += f" {_who(running, user, mine=False)}, started {_started(running, now)} ago"
         if build.result is not None:
             text += f" (last: {_result_word(build.result)} {build_label(build.result)})"
     elif build.result is not None:
         text += f", {_who(build.result, user, mine)}, {age(build.result, now)} ago"
         if running is not None:
-            text += f"; rebuilding {build_label(running)} ({age(running, now)})"
+            text += f"; rebuilding {build_label(running)} ({_started(running, now)})"
     if build.claim is not None:
         who = build.claim.get("developer")
         text += "; you are on it" if user is not None and who == user else f"; {who} is on it"
@@ -160,6 +160,12 @@ def _who(event: dict[str, Any], user: str | None, mine: bool) -> str:
     if mine or (user is not None and name == user):
         name = "you"
     return f"{build_label(event)} by {name}"
+
+
+def _started(running: dict[str, Any], now: datetime) -> str:
+    """How long a build has been queued or running: since the CI's start
+    time, else since the hub heard of it."""
+    return age({"finished_at": running.get("started_at") or running.get("received_at")}, now)
 
 
 def _result_word(event: dict[str, Any]) -> str:

@@ -4,13 +4,14 @@
 listener: every callback goes on to the model through ``send(method,
 payload)`` (the bridge to the GUI thread). Each time the client goes live
 it asks the hub for what a push does not bring: the state of the watched
-builds (``status``), the pending alerts (``alerts``) and the projects one
-can see (:func:`~buildnotify_tray.survey.visible_projects`). On a
+builds (``status``, and the recent events for the builds running now), the
+pending alerts (``alerts``) and the projects one can see
+(:func:`~buildnotify_tray.survey.visible_projects`). On a
 developer's first run (nothing ever chosen) it watches every visible project;
 the hub remembers a developer's watches, so that choice stays.
 
 It carries out what the user asks from the menu (claim, release, ack,
-watch, unwatch, sign in again) with ``WatchClient.call`` and reports
+watch, unwatch, reconnect now, sign in again) with ``WatchClient.call`` and reports
 refusals to the model. If the hub refuses to watch, the projects it will
 not show are found (:func:`~buildnotify_tray.survey.find_hidden`), named,
 and the rest watched: one private or misspelled name no longer stops it all.
@@ -30,7 +31,7 @@ from buildnotify.client import Ending, NotConnected, Outcome, Phase, State, Watc
 from buildnotify.client.core import describe
 from buildnotify_tray.builds import Key, label
 from buildnotify_tray.model import Projects
-from buildnotify_tray.survey import SURVEY_TIMEOUT, find_hidden, visible_projects
+from buildnotify_tray.survey import SURVEY_TIMEOUT, find_hidden, recent_events, visible_projects
 
 log = logging.getLogger("buildnotify.tray")
 
@@ -109,6 +110,11 @@ class TrayClient:
             return
         self.send("on_signing_in", None)
         self.start(self.client.position if self.client is not None else None)
+
+    def reconnect(self) -> None:
+        """While the hub is unreachable: try now rather than after the wait."""
+        if self.client is not None:
+            self.client.reconnect()
 
     async def _run(self, since: int | None) -> Outcome:
         replans = 0
@@ -197,17 +203,23 @@ class TrayClient:
         """What a push does not bring: the builds' state, pending alerts, and
         the projects one can see (all of them watched on a first run)."""
         watching = list(answer.get("watching") or [])
+        recent = await recent_events(self._call)
+        visible = visible_projects(recent)
         first_run = False
-        if self.user is not None and not watching and self.projects is None and await self._first_run():
-            visible = await visible_projects(self._call)
-            if visible:
-                answer = await self._call("watch", visible, None)
-                self.send("on_watched", answer)
-                watching, first_run = list(answer.get("watching") or []), True
+        if (
+            self.user is not None
+            and not watching
+            and self.projects is None
+            and visible
+            and await self._first_run()
+        ):
+            answer = await self._call("watch", visible, None)
+            self.send("on_watched", answer)
+            watching, first_run = list(answer.get("watching") or []), True
         self.send("on_status", await self._call("status", watching) if watching else [])
+        self.send("on_status", [e for e in recent if e["project"] in watching])  # builds running now
         if self.user is not None:
             self.send("on_alerts", await self._call("alerts"))
-        visible = await visible_projects(self._call)
         self.send("on_projects", Projects(tuple(watching), tuple(visible), first_run))
 
     async def _first_run(self) -> bool:

@@ -1,9 +1,9 @@
 """The tray's menu, drawn from the model and rebuilt on every change (and
 each time it opens, so that the ages are current):
 
-- the connection (live, or "not live: builds as of 14:03"), what is not
-  shown (projects not visible, watched projects without builds), and
-  *Sign in again* after a goodbye or a refusal;
+- the connection (live, or "not live: builds as of 14:03" with *Reconnect
+  now*), what is not shown (projects not visible, watched projects without
+  builds), and *Sign in again* after a goodbye or a refusal;
 - your pending alerts, each to open or acknowledge, and *Acknowledge all*;
 - one line per build, worst first, with its state in words, its own icon
   shape, its age and its claim; your own breakage in bold; a failing build
@@ -28,6 +28,7 @@ from buildnotify_tray.icons import Icons
 from buildnotify_tray.model import ENDED_LINKS, NOT_VISIBLE_NOTE, Entry, Link, TrayModel
 
 SIGN_IN_AGAIN = "Sign in again"
+RETRY_NOW = "Reconnect now"
 PROJECTS = "Projects"
 QUIT = "Quit"
 
@@ -41,6 +42,7 @@ class Commands(Protocol):
     def watch(self, project: str) -> None: ...
     def unwatch(self, project: str) -> None: ...
     def sign_in_again(self) -> None: ...
+    def reconnect(self) -> None: ...
 
 
 def ask_note(where: str) -> str | None:
@@ -115,10 +117,18 @@ class TrayMenu:
     # -- sections ----------------------------------------------------------------------------
 
     def _header(self) -> None:
-        for line in self.model.header():
-            self.menu.addAction(line).setEnabled(False)
-        if self.model.link in ENDED_LINKS:
+        link = self.model.link
+        for n, line in enumerate(self.model.header()):
+            action = self.menu.addAction(line)
+            action.setEnabled(False)
+            if n == 0 and link != Link.LIVE:  # what is wrong, readable though greyed
+                font = action.font()
+                font.setBold(True)
+                action.setFont(font)
+        if link in ENDED_LINKS:
             self.menu.addAction(SIGN_IN_AGAIN).triggered.connect(self._sign_in_again)
+        elif link == Link.STALE:
+            self.menu.addAction(RETRY_NOW).triggered.connect(self._reconnect)
         self.menu.addSeparator()
 
     def _alerts(self) -> None:
@@ -128,7 +138,7 @@ class TrayMenu:
         can_act = self.model.can_act()
         self.menu.addSection(f"Your alerts ({len(alerts)})")
         for alert in alerts:
-            sub = self.menu.addMenu(alert.text)
+            sub = self.menu.addMenu(self.icons.get(alert.state), alert.text)
             font = sub.menuAction().font()
             font.setBold(alert.urgent)
             sub.menuAction().setFont(font)
@@ -230,3 +240,6 @@ class TrayMenu:
 
     def _sign_in_again(self, *_: object) -> None:
         self.commands.sign_in_again()
+
+    def _reconnect(self, *_: object) -> None:
+        self.commands.reconnect()

@@ -76,7 +76,13 @@ STATE_COLOURS = {
     BuildState.PASSING: Colour.GREEN,
     BuildState.UNKNOWN: Colour.GREY,
 }
+ALERT_STATES = {
+    "failed": BuildState.NEW_FAILURE,
+    "still_failing": BuildState.STILL_FAILING,
+    "fixed": BuildState.PASSING,
+}
 ENDED_LINKS = (Link.SIGNED_OUT, Link.STOPPED)
+STALE_PREFIX = "Not live: builds as of"
 NO_BUILDS_NOTE = "no builds yet (misspelled?)"
 NOT_VISIBLE_NOTE = "not visible (no such project, or private)"
 
@@ -102,6 +108,7 @@ class AlertEntry:
     text: str
     url: str | None
     urgent: bool
+    state: BuildState  # what the build became: its icon
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,8 +232,9 @@ class TrayModel:
     # -- what the tray found out ----------------------------------------------------------
 
     def on_status(self, rows: Iterable[dict[str, Any]]) -> None:
-        """The hub's ``status()``: the newest build that counts of each
-        branch, with its claim. Not notified: it is the state, not news."""
+        """Builds as they are: the hub's ``status()`` (the newest build that
+        counts of each branch, with its claim) or recent ``history()``.
+        Not notified: it is the state, not news."""
         for row in rows or ():
             if not isinstance(row, dict):
                 continue
@@ -358,7 +366,7 @@ class TrayModel:
             if self.as_of:
                 lines.append(f"Builds below are as of {self.as_of}, not updated")
         elif link == Link.STALE:
-            lines.append(f"Not live: builds as of {self.as_of} (hub unreachable)")
+            lines.append(f"{STALE_PREFIX} {self.as_of} (hub unreachable)")
             lines.append(self.connection)
         else:
             lines.append(self.connection)
@@ -420,7 +428,9 @@ class TrayModel:
         for alert_id, alert in self.alerts.items():
             event = alert.get("event") or {}
             text = f"{alert_title(event)} ({build_label(event)}, {age(event, now)} ago)"
-            out.append(AlertEntry(alert_id, text, event.get("url"), event.get("transition") != "fixed"))
+            fixed = event.get("transition") == "fixed"
+            state = ALERT_STATES.get(event.get("transition"), BuildState.UNKNOWN)
+            out.append(AlertEntry(alert_id, text, event.get("url"), not fixed, state))
         return out
 
     def project_choices(self) -> list[ProjectChoice]:

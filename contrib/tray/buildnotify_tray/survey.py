@@ -1,9 +1,11 @@
 """What the hub lets the user see, asked without disturbing anyone.
 
-- :func:`visible_projects`: the projects with builds the session may see.
-  The hub has no call that lists them, so they are read from ``history()``
-  (the newest 1000 events): a project quiet for longer is not offered. A
-  hub method ``projects()`` would answer exactly (see contrib/tray/README.md).
+- :func:`recent_events` and :func:`visible_projects`: the projects with
+  builds the session may see. The hub has no call that lists them, so they
+  are read from ``history()`` (the newest 1000 events): a project quiet for
+  longer is not offered. A hub method ``projects()`` would answer exactly
+  (see contrib/tray/README.md). The same events tell which builds are
+  running now, which ``status()`` (finished builds only) does not.
 - :func:`find_hidden`: which of the projects asked for the hub refuses to
   show (no such project, or private), and the visible ones, through a
   session without a mind, which replaces no client of the user's. The tray
@@ -26,11 +28,16 @@ NOT_ALLOWED = "buildnotify.hub.sessions.NotAllowed"
 SURVEY_TIMEOUT = 30.0
 
 
-async def visible_projects(call: Callable[..., Awaitable[Any]]) -> list[str]:
-    """The projects of the newest events the session may see; ``call`` is
+async def recent_events(call: Callable[..., Awaitable[Any]]) -> list[dict[str, Any]]:
+    """The newest events the session may see, newest first; ``call`` is
     ``WatchClient.call`` (or any ``callRemote``)."""
     events = await call("history", None, HISTORY_LIMIT)
-    return sorted({e["project"] for e in events or () if isinstance(e, dict) and e.get("project")})
+    return [e for e in events or () if isinstance(e, dict) and e.get("project")]
+
+
+def visible_projects(events: list[dict[str, Any]]) -> list[str]:
+    """The projects of ``events`` (see :func:`recent_events`)."""
+    return sorted({e["project"] for e in events})
 
 
 def refused(error: BaseException) -> bool:
@@ -67,7 +74,7 @@ async def find_hidden(
                 if not refused(e):
                     raise
                 hidden.append(project)
-        return list(projects), hidden, await visible_projects(perspective.callRemote)
+        return list(projects), hidden, visible_projects(await recent_events(perspective.callRemote))
     finally:
         if broker.transport is not None:
             broker.transport.loseConnection()

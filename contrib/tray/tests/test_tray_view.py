@@ -17,7 +17,7 @@ from buildnotify.client import Ending, Outcome, Phase, State
 from buildnotify_tray.bridge import Bridge, InReactor
 from buildnotify_tray.builds import BuildState
 from buildnotify_tray.icons import icon_pixmap
-from buildnotify_tray.menu import PROJECTS, SIGN_IN_AGAIN
+from buildnotify_tray.menu import PROJECTS, RETRY_NOW, SIGN_IN_AGAIN
 from buildnotify_tray.model import Colour, Projects, TrayModel
 from buildnotify_tray.view import TrayView
 from test_tray_model import HUB, WIDGET, claim, event, live_model
@@ -203,6 +203,8 @@ def test_while_the_hub_is_unreachable_the_list_stays_but_actions_wait(show: Any)
     [line] = shown.menu.build_actions()
     assert line.isEnabled()
     assert not shown.menu.find("Claim").isEnabled()
+    shown.menu.find(RETRY_NOW).trigger()
+    assert shown.commands.asked == [("reconnect",)]
     icon = shown.view.tray.icon().pixmap(64, 64).toImage()
     assert at(icon, 0.12, 0.5) == QColor(Colour.RED) and at(icon, 0.86, 0.86).saturation() < 30
 
