@@ -103,7 +103,10 @@ class TrayApp:
         open_url: Callable[[str], object] | None = None,
         ask_note: Callable[[str], str | None] | None = None,
         retry_policy: Callable[[int], float] | None = None,
+        thread: Any = None,
     ) -> None:
+        """``thread``: a :class:`~buildnotify_tray.bridge.ReactorThread`
+        already running ``reactor`` (default: one started by :meth:`start`)."""
         from buildnotify_tray.bridge import Bridge, InReactor, ReactorThread
         from buildnotify_tray.client import TrayClient
         from buildnotify_tray.menu import ask_note as ask_with_a_dialog
@@ -114,7 +117,7 @@ class TrayApp:
         self.model = TrayModel(user=found["user"], hub=found["hub"], clock=reactor)
         self.bridge = Bridge(self.model)
         self.client = TrayClient(self.bridge.send, reactor=reactor, retry_policy=retry_policy, **found)
-        self.thread = ReactorThread(reactor)
+        self.thread = thread or ReactorThread(reactor)
         self.view = TrayView(
             self.model,
             InReactor(self.client, self.thread.call),
@@ -127,7 +130,8 @@ class TrayApp:
     def start(self) -> None:
         """Show the icon and start the reactor thread and the client."""
         self.view.show()
-        self.thread.start()
+        if not self.thread.thread.is_alive():
+            self.thread.start()
         self.thread.call(self.client.start)
 
     def quit(self, *_: Any) -> None:
