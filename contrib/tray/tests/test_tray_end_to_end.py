@@ -151,3 +151,15 @@ class TrayEndToEnd(unittest.TestCase):
         [entry] = tray.model.entries()
         self.assertEqual(entry.state, BuildState.NEW_FAILURE)
         self.assertIn("#1 by", entry.text)
+
+    async def test_a_build_running_when_the_tray_starts_shows_as_building(self) -> None:
+        hub = await self.start_hub()
+        await hub.build(WIDGET, 1, "success")
+        await hub.build(WIDGET, 2, "running", url="https://ci.example.com/2")
+        tray = self.tray(projects=[WIDGET])
+        await self.live(tray)
+        await wait_until(lambda: tray.model.entries(), what="the branch's state")
+        [entry] = tray.model.entries()
+        self.assertEqual(entry.state, BuildState.BUILDING, "status() has finished builds only")
+        self.assertTrue(entry.text.startswith("acme/widget ci@main: building #2 by"), entry.text)
+        self.assertEqual(entry.url, "https://ci.example.com/2")
