@@ -53,16 +53,12 @@ class TrayClient:
         send: Send,
         *,
         hub: str,
+        reactor: Any,
         user: str | None = None,
         token: str | None = None,
         projects: list[str] | None = None,
-        reactor: Any = None,
         retry_policy: Callable[[int], float] | None = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.send = send
         self.hub = hub
         self.user = user

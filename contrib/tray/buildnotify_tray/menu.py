@@ -53,6 +53,12 @@ def ask_note(where: str) -> str | None:
     return text.strip() if ok else None
 
 
+def bold(action: QAction, on: bool) -> None:
+    font = action.font()
+    font.setBold(on)
+    action.setFont(font)
+
+
 class TrayMenu:
     """A QMenu that shows ``model`` and sends the user's choices to ``commands``."""
 
@@ -121,10 +127,7 @@ class TrayMenu:
         for n, line in enumerate(self.model.header()):
             action = self.menu.addAction(line)
             action.setEnabled(False)
-            if n == 0 and link != Link.LIVE:  # what is wrong, readable though greyed
-                font = action.font()
-                font.setBold(True)
-                action.setFont(font)
+            bold(action, n == 0 and link != Link.LIVE)  # what is wrong, readable though greyed
         if link in ENDED_LINKS:
             self.menu.addAction(SIGN_IN_AGAIN).triggered.connect(self._sign_in_again)
         elif link == Link.STALE:
@@ -139,9 +142,7 @@ class TrayMenu:
         self.menu.addSection(f"Your alerts ({len(alerts)})")
         for alert in alerts:
             sub = self.menu.addMenu(self.icons.get(alert.state), alert.text)
-            font = sub.menuAction().font()
-            font.setBold(alert.urgent)
-            sub.menuAction().setFont(font)
+            bold(sub.menuAction(), alert.urgent)
             self._open_action(sub, alert.url, "Open the build")
             ack = sub.addAction("Acknowledge")
             ack.setEnabled(can_act)
@@ -171,10 +172,7 @@ class TrayMenu:
                     action.triggered.connect(functools.partial(self._open, entry.url))
                 else:
                     action.setEnabled(False)
-            if entry.mine:
-                font = action.font()
-                font.setBold(True)
-                action.setFont(font)
+            bold(action, entry.mine)  # your own breakage stands out
             if ended:
                 action.setEnabled(False)
         self.menu.addSeparator()

@@ -37,6 +37,13 @@ class TrayEndToEnd(unittest.TestCase):
     async def live(self, tray: Tray, what: str = "the tray to go live") -> None:
         await wait_until(lambda: tray.model.link == Link.LIVE and tray.model.visible is not None, what=what)
 
+    async def widget_tray(self) -> Tray:
+        """An anonymous tray on acme/widget, live, the branch's state known."""
+        tray = self.tray(projects=[WIDGET])
+        await self.live(tray)
+        await wait_until(lambda: tray.model.entries(), what="acme/widget's state in the tray")
+        return tray
+
     async def test_claim_release_and_acknowledge_from_the_menu(self) -> None:
         hub = await self.start_hub()
         token = await add_developer(hub.hub.store, "alice", logins=["alice"])
@@ -108,9 +115,7 @@ class TrayEndToEnd(unittest.TestCase):
     async def test_an_outage_keeps_the_last_state_marked_stale(self) -> None:
         hub = await self.start_hub()
         await hub.build(WIDGET, 1, "failure")
-        tray = self.tray(projects=[WIDGET])
-        await self.live(tray)
-        await wait_until(lambda: tray.model.entries(), what="the build")
+        tray = await self.widget_tray()
         restore = await pb_outage(hub.hub)
         await wait_until(lambda: tray.model.link == Link.STALE, what="the tray to notice the outage")
         self.assertEqual(tray.model.colour, Colour.RED, "red stays red")
@@ -145,9 +150,7 @@ class TrayEndToEnd(unittest.TestCase):
         await hub.build(WIDGET, 1, "failure")
         await hub.build(WIDGET, 2, "running")
         await hub.build(WIDGET, 2, "cancelled")
-        tray = self.tray(projects=[WIDGET])
-        await self.live(tray)
-        await wait_until(lambda: tray.model.entries(), what="the branch's state")
+        tray = await self.widget_tray()
         [entry] = tray.model.entries()
         self.assertEqual(entry.state, BuildState.NEW_FAILURE)
         self.assertIn("#1 by", entry.text)
@@ -156,9 +159,7 @@ class TrayEndToEnd(unittest.TestCase):
         hub = await self.start_hub()
         await hub.build(WIDGET, 1, "success")
         await hub.build(WIDGET, 2, "running", url="https://ci.example.com/2")
-        tray = self.tray(projects=[WIDGET])
-        await self.live(tray)
-        await wait_until(lambda: tray.model.entries(), what="the branch's state")
+        tray = await self.widget_tray()
         [entry] = tray.model.entries()
         self.assertEqual(entry.state, BuildState.BUILDING, "status() has finished builds only")
         self.assertTrue(entry.text.startswith("acme/widget ci@main: building #2 by"), entry.text)

@@ -24,7 +24,9 @@ class Tray:
     def __init__(self, hub_address: str, note: str | None = "looking", **options: Any) -> None:
         self.model = TrayModel(user=options.get("user"), hub=hub_address, clock=reactor)
         self.bridge = Bridge(self.model)
-        self.client = TrayClient(self.bridge.send, hub=hub_address, retry_policy=fast_retries(), **options)
+        self.client = TrayClient(
+            self.bridge.send, hub=hub_address, reactor=reactor, retry_policy=fast_retries(), **options
+        )
         self.opened: list[str] = []
         self.view = TrayView(self.model, self.client, open_url=self.opened.append, ask_note=lambda _: note)
         self.menu = self.view.menu
