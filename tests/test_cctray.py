@@ -137,11 +137,11 @@ class CCTrayTests:
                 received("acme/widget", "skipped", "12"),
                 "",
             ),
-            "acme/widget :: ci :: stopped": (
+            "acme/widget :: ci :: stopped": (  # cancelled #11 does not count: #10 failed
                 "Sleeping",
-                "Unknown",
-                "11",
-                received("acme/widget", "stopped", "11"),
+                "Failure",
+                "10",
+                received("acme/widget", "stopped", "10"),
                 "",
             ),
             'odd & "quoted" <proj>\ufffd :: ci :: main': (
@@ -179,6 +179,23 @@ class CCTrayTests:
         self.assertEqual(
             (row["activity"], row["lastBuildStatus"], row["lastBuildLabel"]), ("Building", "Failure", "7")
         )
+
+    async def test_a_cancelled_or_skipped_run_does_not_change_the_branchs_state(self) -> None:
+        hub = await self.start()
+        url = "https://ci.example.com/7"
+        await hub.build("acme/widget", 7, "failure", url=url, finished_at="2024-05-14T10:00:00Z")
+        await hub.build("acme/widget", 8, "running")
+        await hub.build("acme/widget", 8, "cancelled")
+        [row] = (await self.projects()).values()
+        self.assertEqual(
+            (row["activity"], row["lastBuildStatus"], row["lastBuildLabel"], row["webUrl"]),
+            ("Sleeping", "Failure", "7", url),
+            "a cancelled run after a failure must leave the branch failing",
+        )
+        await hub.build("acme/widget", 9, "success")
+        await hub.build("acme/widget", 10, "skipped")
+        [row] = (await self.projects()).values()
+        self.assertEqual((row["lastBuildStatus"], row["lastBuildLabel"]), ("Success", "9"))
 
     async def test_filters_by_project_branch_and_pipeline(self) -> None:
         hub = await self.start()

@@ -223,6 +223,17 @@ class PersonalTests:
         [state] = self.do(personal.latest_states, ["acme/widget"])
         self.assertEqual(state, retried)
 
+    def test_latest_states_skip_cancelled_and_skipped_runs(self) -> None:
+        failed, *_ = self.record(
+            build(1, Status.FAILURE), build(2, Status.RUNNING), build(2, Status.CANCELLED)
+        )
+        self.record(build(1, Status.SKIPPED, branch="only-skipped"))
+        [state] = self.do(personal.latest_states, ["acme/widget"])
+        self.assertEqual(state, failed, "a cancelled run must not replace the failure before it")
+        [passed] = self.record(build(3, Status.SUCCESS))
+        self.record(build(4, Status.SKIPPED))
+        self.assertEqual(self.do(personal.latest_states, ["acme/widget"]), [passed])
+
     def test_latest_states_without_a_branch(self) -> None:
         stored = self.record(
             build(1, Status.FAILURE, branch=None),

@@ -92,6 +92,24 @@ COLOURS = {
     "cancelled": "\033[90m",
     "skipped": "\033[90m",
 }
+#: Your commit's alert: bright white on red when it broke a build; bold green
+#: text on the terminal's own background when it fixed one (black on green was
+#: near unreadable on most themes).
+BROKE_TINT = "\033[97;41m"
+FIXED_TINT = "\033[32m"
+#: Transitions as people say them (the wire's names are identifiers).
+TRANSITION_WORDS = {
+    "started": "started",
+    "failed": "failed",
+    "still_failing": "still failing",
+    "fixed": "fixed",
+    "passed": "passed",
+}
+
+
+def transition_words(transition: Any) -> str:
+    """``still_failing`` -> ``still failing``; an unknown one with its underscores as spaces."""
+    return TRANSITION_WORDS.get(str(transition), str(transition).replace("_", " "))
 
 
 def wanted(event: dict[str, Any], only: str, branch: str | None) -> bool:
@@ -136,7 +154,7 @@ def format_event(event: dict[str, Any], colour: bool) -> str:
         _author(event),
     ]
     if event.get("transition"):
-        parts.append(f"[{event['transition']}]")
+        parts.append(f"[{transition_words(event['transition'])}]")
     if event.get("url"):
         parts.append(event["url"])
     line = " ".join(parts)
@@ -149,15 +167,15 @@ def format_event(event: dict[str, Any], colour: bool) -> str:
 def format_alert(alert: dict[str, Any], colour: bool) -> str:
     event = alert.get("event") or {}
     transition = event.get("transition")
-    verb = {"failed": "BROKE", "still_failing": "STILL FAILS ON", "fixed": "FIXED"}.get(
-        transition, str(transition).upper()
+    verb = {"failed": "BROKE", "still_failing": "STILL BREAKS", "fixed": "FIXED"}.get(
+        transition, transition_words(transition).upper()
     )
     line = (
         f"!! YOUR COMMIT {(event.get('sha') or '')[:8]} {verb} {_where(event)} "
         f"(build {event.get('build_number') or event.get('build_id')}) {event.get('url') or ''}"
     ).rstrip()
     if colour:
-        tint = "\033[42;30m" if transition == "fixed" else "\033[41;97m"
+        tint = FIXED_TINT if transition == "fixed" else BROKE_TINT
         line = f"{BOLD}{tint}{line}{RESET}"
     return line
 

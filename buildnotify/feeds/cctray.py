@@ -35,15 +35,14 @@ log = logging.getLogger("buildnotify.feeds")
 REALM = "buildnotify"
 SEPARATOR = " :: "
 
-#: The hub's finished statuses as cctray's ``lastBuildStatus``. Cancelled and
-#: skipped runs say nothing about the code's health, and cctray has no word
-#: for them: they are Unknown, as is a branch with no finished run yet.
+#: The hub's counting statuses as cctray's ``lastBuildStatus``. Cancelled and
+#: skipped runs say nothing about the code's health: the row shows the
+#: branch's newest run that counts (``personal.latest_states``), and a branch
+#: with none yet is Unknown.
 LAST_BUILD_STATUS: dict[Status, str] = {
     Status.SUCCESS: "Success",
     Status.FAILURE: "Failure",
     Status.ERROR: "Exception",
-    Status.CANCELLED: "Unknown",
-    Status.SKIPPED: "Unknown",
 }
 UNKNOWN = "Unknown"
 BUILDING, SLEEPING = "Building", "Sleeping"
@@ -125,7 +124,8 @@ def feed(
 
     newest = _newest_runs(conn, names, pipelines, branches)
     finished = {key: event for event in personal.latest_states(conn, names) if wanted(key := _key(event))}
-    # A branch that has never finished a run shows its first run, in progress.
+    # A branch without a run that counts yet shows its newest run (in progress,
+    # cancelled or skipped).
     missing = [
         event_id for key, (_, event_id) in newest.items() if key not in finished and event_id is not None
     ]
@@ -186,7 +186,7 @@ def project_name(project: str, pipeline: str, branch: str | None) -> str:
 
 
 def _project(key: Key, building: bool, last: BuildEvent | None, shown: BuildEvent) -> FeedProject:
-    """``last`` is the newest finished run (None if there is none yet);
+    """``last`` is the newest finished run that counts (None if there is none yet);
     ``shown`` gives the label, time and URL: ``last``, else the run in progress."""
     return FeedProject(
         name=project_name(*key),

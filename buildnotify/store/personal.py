@@ -15,9 +15,14 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from buildnotify.events import BuildEvent, utcnow
+from buildnotify.events import BuildEvent, Status, utcnow
 from buildnotify.store.record import event_from_row
 from buildnotify.store.schema import alerts, builds, claims, events, watches
+
+#: The finished statuses that say something about the code: a branch's state
+#: is its newest run with one of these (docs/webhooks/generic.md: cancelled
+#: and skipped runs do not count for or against the branch).
+COUNTING_STATUSES = (Status.SUCCESS.value, Status.FAILURE.value, Status.ERROR.value)
 
 # -- alerts ------------------------------------------------------------------------
 
@@ -183,10 +188,11 @@ def _claim_dict(row: Any) -> dict[str, Any]:
 
 def latest_states(conn: Connection, projects: Iterable[str]) -> list[BuildEvent]:
     """For each (project, pipeline, branch) of ``projects``, the event of its
-    newest finished run (highest ``builds.seq`` among runs whose newest update
-    is finished), ordered by project, pipeline and branch (no branch first).
-    Runs still queued or running are skipped: the state shown is the last
-    known outcome."""
+    newest finished run that counts (highest ``builds.seq`` among runs whose
+    newest update is a success, failure or error), ordered by project,
+    pipeline and branch (no branch first). Runs still queued or running are
+    skipped, and so are cancelled and skipped runs, which say nothing about
+    the code: the state shown is the last known outcome."""
     names = sorted(set(projects))
     if not names:
         return []
@@ -200,7 +206,11 @@ def latest_states(conn: Connection, projects: Iterable[str]) -> list[BuildEvent]
     )
     newest = (
         select(builds.c.event_id, rank)
-        .where(builds.c.project.in_(names), builds.c.phase == 2, builds.c.event_id.is_not(None))
+        .where(
+            builds.c.project.in_(names),
+            builds.c.status.in_(COUNTING_STATUSES),
+            builds.c.event_id.is_not(None),
+        )
         .subquery()
     )
     query = (

@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,73 @@ def settings(args: argparse.Namespace) -> dict[str, Any] | str:
     return {"hub": hub, "user": user, "token": token, "projects": projects}
 
 
+class TrayApp:
+    """The running tray: the model and the view in Qt's thread, the
+    :class:`~buildnotify_tray.client.TrayClient` in the reactor's."""
+
+    def __init__(
+        self,
+        found: dict[str, Any],
+        reactor: Any,
+        open_url: Callable[[str], object] | None = None,
+        ask_note: Callable[[str], str | None] | None = None,
+        retry_policy: Callable[[int], float] | None = None,
+        thread: Any = None,
+    ) -> None:
+        """``thread``: a :class:`~buildnotify_tray.bridge.ReactorThread`
+        already running ``reactor`` (default: one started by :meth:`start`)."""
+        from buildnotify_tray.bridge import Bridge, InReactor, ReactorThread
+        from buildnotify_tray.client import TrayClient
+        from buildnotify_tray.menu import ask_note as ask_with_a_dialog
+        from buildnotify_tray.model import TrayModel
+        from buildnotify_tray.view import TrayView
+
+        self.reactor = reactor
+        self.model = TrayModel(user=found["user"], hub=found["hub"], clock=reactor)
+        self.bridge = Bridge(self.model)
+        self.client = TrayClient(self.bridge.send, reactor=reactor, retry_policy=retry_policy, **found)
+        self.thread = thread or ReactorThread(reactor)
+        self.view = TrayView(
+            self.model,
+            InReactor(self.client, self.thread.call),
+            open_url=open_url,
+            ask_note=ask_note or ask_with_a_dialog,
+            on_quit=self.quit,
+        )
+        self._quitting = False
+
+    def start(self) -> None:
+        """Show the icon and start the reactor thread and the client."""
+        self.view.show()
+        if not self.thread.thread.is_alive():
+            self.thread.start()
+        self.thread.call(self.client.start)
+
+    def quit(self, *_: Any) -> None:
+        """Close the connection, then leave Qt's loop (at once on a second request)."""
+        from PySide6.QtCore import QTimer
+        from PySide6.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        if self._quitting:
+            app.quit()
+            return
+        self._quitting = True
+
+        def stop() -> None:
+            self.client.stop().addBoth(lambda _: self.reactor.stop())
+
+        def poll() -> None:
+            if self.thread.thread.is_alive():
+                QTimer.singleShot(50, poll)
+            else:
+                app.quit()
+
+        self.thread.call(stop)
+        QTimer.singleShot(3000, app.quit)  # in case closing hangs
+        QTimer.singleShot(50, poll)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     found = settings(args)
@@ -104,11 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication, QSystemTrayIcon
     from twisted.internet import reactor
 
-    from buildnotify.client import WatchClient
-    from buildnotify_tray.bridge import Bridge, ReactorThread, Relay
-    from buildnotify_tray.model import TrayModel
-    from buildnotify_tray.view import TrayView
-
     app = QApplication(sys.argv[:1])
     app.setApplicationName(PROG)
     app.setQuitOnLastWindowClosed(False)
@@ -116,55 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: this desktop has no system tray", file=sys.stderr)
         return EXIT_NO_TRAY
 
-    model = TrayModel(user=found["user"], hub=found["hub"])
-    bridge = Bridge(model)
-    relay = Relay(bridge.send)
-    try:
-        # No resume file: the tray starts from the hub's status() of the
-        # watched projects instead of replaying (and re-notifying) what happened
-        # while it was not running; within a run, reconnects still resume.
-        client = WatchClient(relay, reactor=reactor, resume=None, **found)
-    except ValueError as e:
-        return _fail(str(e))
-    relay.client = client
-    thread = ReactorThread(reactor)
-    quitting: list[bool] = []
-
-    def quit_app(*_: Any) -> None:
-        if quitting:  # a second request: do not wait any longer
-            app.quit()
-            return
-        quitting.append(True)
-
-        def stop() -> None:
-            client.stop().addBoth(lambda _: reactor.stop())
-
-        thread.call(stop)
-        QTimer.singleShot(3000, app.quit)  # in case closing hangs
-        QTimer.singleShot(50, poll)
-
-    def poll() -> None:
-        if thread.thread.is_alive():
-            QTimer.singleShot(50, poll)
-        else:
-            app.quit()
-
-    def start() -> None:
-        client.start().addCallback(lambda outcome: bridge.send("on_outcome", outcome))
-
-    view = TrayView(model, on_quit=quit_app)
-    view.show()
+    tray = TrayApp(found, reactor)
     # Qt's loop does not run Python's signal handlers by itself: wake it up now and then.
-    signal.signal(signal.SIGINT, quit_app)
-    signal.signal(signal.SIGTERM, quit_app)
+    signal.signal(signal.SIGINT, tray.quit)
+    signal.signal(signal.SIGTERM, tray.quit)
     wakeup = QTimer()
     wakeup.timeout.connect(lambda: None)
     wakeup.start(250)
-
-    thread.start()
-    thread.call(start)
+    tray.start()
     code = app.exec()
-    thread.stop()
+    tray.thread.stop()
     return code
 
 

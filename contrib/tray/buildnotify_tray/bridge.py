@@ -5,12 +5,13 @@ notifications must live there); the Twisted reactor and the
 :class:`~buildnotify.client.WatchClient` run in a second thread
 (:class:`ReactorThread`). They meet in two places only:
 
-- the client's listener callbacks run in the reactor thread; :class:`Relay`
-  forwards each one through :class:`Bridge`, a Qt signal, which Qt queues
-  to the GUI thread, where the :class:`~buildnotify_tray.model.TrayModel`
-  is updated;
-- the GUI asks the reactor to do something (start, stop) with
-  ``reactor.callFromThread``, Twisted's one thread-safe entry point.
+- the client's callbacks run in the reactor thread;
+  :class:`~buildnotify_tray.client.TrayClient` forwards each one through
+  :class:`Bridge`, a Qt signal, which Qt queues to the GUI thread, where the
+  :class:`~buildnotify_tray.model.TrayModel` is updated;
+- the GUI asks the reactor to do something (start, stop, claim, ack...)
+  through :class:`InReactor`, that is ``reactor.callFromThread``, Twisted's
+  one thread-safe entry point.
 
 Why not one loop? There is no maintained Qt reactor for PySide6 (qt5reactor
 is PyQt5/PySide2 only), driving ``reactor.iterate()`` from a QTimer polls
@@ -31,8 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
-
-from buildnotify.client import Phase, State
 
 log = logging.getLogger("buildnotify.tray")
 
@@ -58,37 +57,23 @@ class Bridge(QObject):
             log.exception("the tray's %s failed", method)
 
 
-class Relay:
-    """The WatchClient's listener, in the reactor thread: forwards every
-    callback to ``send(method, payload)``, and once live asks the hub for the
-    current state of the watched projects (``status()``), so the tray starts
-    from the real colours rather than from nothing."""
+class InReactor:
+    """The GUI's handle on an object of the reactor thread (the
+    :class:`~buildnotify_tray.client.TrayClient`): each method call is run
+    there by ``call(f, *args)``, e.g. ``reactor.callFromThread``; it returns
+    nothing (results come back to the model through the bridge)."""
 
-    def __init__(self, send: Callable[[str, Any], None]) -> None:
-        self.send = send
-        self.client: Any = None  # the WatchClient, set once it exists
+    def __init__(self, target: Any, call: Callable[..., Any]) -> None:
+        self._target = target
+        self._call = call
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        self.send("on_event", event)
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        method = getattr(self._target, name)
 
-    def on_alert(self, alert: dict[str, Any]) -> None:
-        self.send("on_alert", alert)
+        def in_reactor(*args: Any) -> None:
+            self._call(method, *args)
 
-    def on_claim(self, claim: dict[str, Any]) -> None:
-        self.send("on_claim", claim)
-
-    def on_goodbye(self, reason: str) -> None:
-        self.send("on_goodbye", reason)
-
-    def on_state(self, state: State) -> None:
-        self.send("on_state", state)
-        if state.phase == Phase.LIVE and self.client is not None:
-            watching = (state.watch or {}).get("watching") or self.client.projects
-            d = self.client.call("status", watching)
-            d.addCallbacks(lambda rows: self.send("on_status", rows), self._status_failed)
-
-    def _status_failed(self, failure: Any) -> None:
-        log.info("could not get the builds' status: %s", failure.getErrorMessage())
+        return in_reactor
 
 
 class ReactorThread:

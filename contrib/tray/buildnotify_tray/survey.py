@@ -1,0 +1,80 @@
+"""What the hub lets the user see, asked without disturbing anyone.
+
+- :func:`recent_events` and :func:`visible_projects`: the projects with
+  builds the session may see. The hub has no call that lists them, so they
+  are read from ``history()`` (the newest 1000 events): a project quiet for
+  longer is not offered. A hub method ``projects()`` would answer exactly
+  (see contrib/tray/README.md). The same events tell which builds are
+  running now, which ``status()`` (finished builds only) does not.
+- :func:`find_hidden`: which of the projects asked for the hub refuses to
+  show (no such project, or private), and the visible ones, through a
+  session without a mind, which replaces no client of the user's. The tray
+  asks only after the hub refused to watch, so that one such project no
+  longer stops it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from twisted.internet.endpoints import clientFromString
+from twisted.spread import pb
+
+from buildnotify.hub.wire import SECURITY
+
+HISTORY_LIMIT = 1000  # the most the hub's history() returns
+NOT_ALLOWED = "buildnotify.hub.sessions.NotAllowed"
+SURVEY_TIMEOUT = 30.0
+
+
+async def recent_events(call: Callable[..., Awaitable[Any]]) -> list[dict[str, Any]]:
+    """The newest events the session may see, newest first; ``call`` is
+    ``WatchClient.call`` (or any ``callRemote``)."""
+    events = await call("history", None, HISTORY_LIMIT)
+    return [e for e in events or () if isinstance(e, dict) and e.get("project")]
+
+
+def visible_projects(events: list[dict[str, Any]]) -> list[str]:
+    """The projects of ``events`` (see :func:`recent_events`)."""
+    return sorted({e["project"] for e in events})
+
+
+def refused(error: BaseException) -> bool:
+    """Whether ``error`` is the hub saying no (rather than a lost connection)."""
+    if not isinstance(error, pb.RemoteError):
+        return False
+    remote = error.remoteType
+    return (remote.decode() if isinstance(remote, bytes) else str(remote)) == NOT_ALLOWED
+
+
+async def find_hidden(
+    reactor: Any, hub: str, user: str | None, token: str | None, projects: Sequence[str] | None
+) -> tuple[list[str], list[str], list[str]]:
+    """(the projects asked for, those of them the hub refuses to show, the
+    visible projects). ``projects`` None: a developer's watched ones."""
+    factory = pb.PBClientFactory(security=SECURITY)
+    connecting = clientFromString(reactor, hub).connect(factory)
+    connecting.addTimeout(SURVEY_TIMEOUT, reactor)
+    broker = await connecting
+    try:
+        root = await factory.getRootObject()
+        if user is None:
+            perspective = await root.callRemote("loginAnonymous", None)
+        else:
+            perspective = await root.callRemote("login", user, token, None)
+        if projects is None:
+            saved = await perspective.callRemote("settings")
+            projects = sorted(p for p, s in saved.items() if s.get("watching"))
+        hidden = []
+        for project in projects:
+            try:
+                await perspective.callRemote("status", [project])
+            except pb.RemoteError as e:
+                if not refused(e):
+                    raise
+                hidden.append(project)
+        return list(projects), hidden, visible_projects(await recent_events(perspective.callRemote))
+    finally:
+        if broker.transport is not None:
+            broker.transport.loseConnection()
