@@ -44,9 +44,8 @@ async def pb_outage(hub: Any) -> Callable[[], Awaitable[None]]:
     webhooks still work); returns what brings it back on the same port."""
     service, address = hub.service, hub.pb_address
     await hub.pb_port.stopListening()
-    for broker in list(service.sessions):
-        for session in list(service.sessions.get(broker, ())):
-            service.drop(session, "the hub is restarting")
+    for session in service.sessions:
+        service.drop(session, "the hub is restarting")
     port = int(address.rsplit(":", 1)[1])
 
     async def restore() -> None:
