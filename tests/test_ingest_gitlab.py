@@ -347,3 +347,29 @@ def test_missing_required_field_is_bad_request_naming_it(event, name, path):
     with pytest.raises(BadRequest) as e:
         gitlab.parse(request(event, edited(name, drop)), CONFIG)
     assert path in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("event", "name", "path", "expected"),
+    [
+        (PIPELINE, "pipeline_success", "object_attributes.status", "a string"),
+        (PIPELINE, "pipeline_success", "object_attributes.name", "a string"),
+        (PIPELINE, "pipeline_success", "object_attributes.iid", "an integer"),
+        (PIPELINE, "pipeline_success", "commit.author.name", "a string"),
+        (JOB, "job_failed", "build_name", "a string"),
+        (JOB, "job_failed", "build_stage", "a string"),
+        (JOB, "job_failed", "retries_count", "an integer"),
+        (JOB, "job_failed", "sha", "a string"),
+        (JOB, "job_failed", "user", "an object"),
+    ],
+)
+def test_field_of_the_wrong_type_is_bad_request_naming_it(event, name, path, expected):
+    def swap(data):
+        *parents, leaf = path.split(".")
+        for part in parents:
+            data = data[part]
+        data[leaf] = [data[leaf]] if leaf != "user" else "dscully"
+
+    with pytest.raises(BadRequest) as e:
+        gitlab.parse(request(event, edited(name, swap)), CONFIG)
+    assert e.value.message == f"field {path} has the wrong type: expected {expected}"

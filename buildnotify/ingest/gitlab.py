@@ -23,10 +23,11 @@ from buildnotify.ingest.base import (
     content_hash,
     field,
     first,
+    integer,
     load_json,
-    optional,
     parse_time,
     require_json,
+    text,
 )
 
 NAME = "gitlab"
@@ -93,25 +94,27 @@ def _pipeline(data: Mapping[str, Any]) -> BuildEvent:
     attrs = field(data, "object_attributes", Mapping)
     pipeline_id = field(data, "object_attributes.id", (int, str))
     status = map_status(NAME, STATUS_MAP, field(data, "object_attributes.status", str))
-    web_url = optional(data, "project.web_url")
+    web_url = text(data, "project.web_url")
     return BuildEvent(
         provider=NAME,
         project=field(data, "project.path_with_namespace", str),
         # workflow:name (16.1+) when set, else one constant: the branch is already
         # part of the (project, pipeline, branch) history key.
-        pipeline=attrs.get("name") or "pipeline",
+        pipeline=text(data, "object_attributes.name") or "pipeline",
         build_id=str(pipeline_id),
-        build_number=_int(first([attrs.get("iid"), pipeline_id])),
+        build_number=first([integer(data, "object_attributes.iid"), _number(pipeline_id)]),
         status=status,
         # A merge request pipeline's ref is refs/merge-requests/<iid>/head.
-        branch=first([optional(data, "merge_request.source_branch"), _branch(attrs.get("ref"))]),
-        sha=attrs.get("sha"),
-        author=_author(
-            name=first([optional(data, "commit.author.name"), optional(data, "user.name")]),
-            email=_email(optional(data, "commit.author.email"), optional(data, "user.email")),
-            login=optional(data, "user.username"),
+        branch=first([text(data, "merge_request.source_branch"), _branch(data, "object_attributes.ref")]),
+        sha=text(data, "object_attributes.sha"),
+        author=Author(
+            name=first([text(data, "commit.author.name"), text(data, "user.name")]),
+            email=_email(data, "commit.author.email", "user.email"),
+            login=text(data, "user.username"),
         ),
-        url=first([attrs.get("url"), f"{web_url}/-/pipelines/{pipeline_id}" if web_url else None]),
+        url=first(
+            [text(data, "object_attributes.url"), f"{web_url}/-/pipelines/{pipeline_id}" if web_url else None]
+        ),
         # the payload has no started_at: created_at is the closest it offers
         started_at=parse_time(first([attrs.get("started_at"), attrs.get("created_at")])),
         finished_at=parse_time(attrs.get("finished_at")) if status.finished else None,
@@ -121,10 +124,10 @@ def _pipeline(data: Mapping[str, Any]) -> BuildEvent:
 def _job(data: Mapping[str, Any]) -> BuildEvent:
     job_id = field(data, "build_id", (int, str))
     name = field(data, "build_name", str)
-    stage = data.get("build_stage")
+    stage = text(data, "build_stage")
     pipeline_id = field(data, "pipeline_id", (int, str))
     status = map_status(NAME, STATUS_MAP, field(data, "build_status", str))
-    web_url = optional(data, "project.web_url")
+    web_url = text(data, "project.web_url")
     return BuildEvent(
         provider=NAME,
         project=field(data, "project.path_with_namespace", str),
@@ -132,15 +135,15 @@ def _job(data: Mapping[str, Any]) -> BuildEvent:
         # The pipeline, not the job: a retried job gets a new build_id but
         # stays in its pipeline, with retries_count counting the attempts.
         build_id=str(pipeline_id),
-        build_number=_int(pipeline_id),
-        attempt=(_int(data.get("retries_count")) or 0) + 1,
+        build_number=_number(pipeline_id),
+        attempt=(integer(data, "retries_count") or 0) + 1,
         status=status,
-        branch=_branch(data.get("ref")),
-        sha=first([data.get("sha"), optional(data, "commit.sha")]),
-        author=_author(
-            name=first([optional(data, "commit.author_name"), optional(data, "user.name")]),
-            email=_email(optional(data, "commit.author_email"), optional(data, "user.email")),
-            login=optional(data, "user.username"),
+        branch=_branch(data, "ref"),
+        sha=first([text(data, "sha"), text(data, "commit.sha")]),
+        author=Author(
+            name=first([text(data, "commit.author_name"), text(data, "user.name")]),
+            email=_email(data, "commit.author_email", "user.email"),
+            login=text(data, "user.username"),
         ),
         url=f"{web_url}/-/jobs/{job_id}" if web_url else None,
         started_at=parse_time(first([data.get("build_started_at_iso"), data.get("build_started_at")])),
@@ -155,27 +158,22 @@ def _job(data: Mapping[str, Any]) -> BuildEvent:
 _REF = re.compile(r"^refs/heads/")
 
 
-def _branch(ref: Any) -> str | None:
-    return _REF.sub("", ref) if isinstance(ref, str) and ref else None
+def _branch(data: Mapping[str, Any], at: str) -> str | None:
+    ref = text(data, at)
+    return _REF.sub("", ref) if ref else None
 
 
-def _author(name: Any, email: str | None, login: Any) -> Author:
-    return Author(name=name or None, email=email, login=login or None)
-
-
-def _email(*candidates: Any) -> str | None:
+def _email(data: Mapping[str, Any], *candidates: str) -> str | None:
     """The first real address: GitLab sends ``[REDACTED]`` for private ones."""
-    return first(c for c in candidates if c != _REDACTED)
+    return first(email for email in (text(data, at) for at in candidates) if email != _REDACTED)
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
+def _number(value: int | str) -> int | None:
+    """An id (already checked by :func:`field`) as a number, for ordering runs;
+    None for an id that is not one."""
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 _HANDLERS = {"pipeline": _pipeline, "build": _job}
