@@ -2,6 +2,7 @@
 its own request builder, since the headers are what differ per provider."""
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,3 +39,18 @@ def only_event(delivery: Delivery, provider: str) -> tuple[Delivery, BuildEvent]
 
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def capture_logs(testcase: Any, name: str = "buildnotify") -> list[logging.LogRecord]:
+    """Every record logger ``name`` emits at INFO and above until ``testcase``
+    ends (trial test cases have no caplog)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    testcase.addCleanup(logger.setLevel, level)
+    testcase.addCleanup(logger.removeHandler, handler)
+    return records
