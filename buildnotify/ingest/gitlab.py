@@ -3,6 +3,9 @@
 GitLab sends the webhook's secret token verbatim in ``X-Gitlab-Token`` (no
 signature exists), names the event in ``X-Gitlab-Event`` and, since 17.4, sends
 an ``Idempotency-Key`` that stays the same when a delivery is retried.
+Job events of older GitLab versions lack parts newer ones carry (``project``,
+``pipeline_id``, ``retries_count``); each has a fallback, so that GitLab,
+which disables a hook that keeps getting 4xx, never sees one for them.
 Documented in ``docs/webhooks/gitlab.md``.
 """
 
@@ -14,6 +17,7 @@ from typing import Any
 
 from buildnotify.events import Author, BuildEvent, Status, map_status
 from buildnotify.ingest.base import (
+    BadRequest,
     Delivery,
     HookRequest,
     Ignored,
@@ -28,6 +32,7 @@ from buildnotify.ingest.base import (
     parse_time,
     require_json,
     text,
+    url_path,
 )
 
 NAME = "gitlab"
@@ -53,8 +58,9 @@ STATUS_MAP: dict[str, Status] = {
 }
 
 #: ``X-Gitlab-Event`` → ``object_kind``; the header wins, ``object_kind`` is the
-#: fallback for a missing header and for system hooks.
-_EVENTS = {"Pipeline Hook": "pipeline", "Job Hook": "build"}
+#: fallback for a missing header and for system hooks. GitLab called job
+#: events "Build Hook" before it called builds jobs.
+_EVENTS = {"Pipeline Hook": "pipeline", "Job Hook": "build", "Build Hook": "build"}
 
 _REDACTED = "[REDACTED]"  # what GitLab sends for an email the user keeps private
 
@@ -94,10 +100,10 @@ def _pipeline(data: Mapping[str, Any]) -> BuildEvent:
     attrs = field(data, "object_attributes", Mapping)
     pipeline_id = field(data, "object_attributes.id", (int, str))
     status = map_status(NAME, STATUS_MAP, field(data, "object_attributes.status", str))
-    web_url = text(data, "project.web_url")
+    web_url = _web_url(data)
     return BuildEvent(
         provider=NAME,
-        project=field(data, "project.path_with_namespace", str),
+        project=_project(data),
         # workflow:name (16.1+) when set, else one constant: the branch is already
         # part of the (project, pipeline, branch) history key.
         pipeline=text(data, "object_attributes.name") or "pipeline",
@@ -125,17 +131,19 @@ def _job(data: Mapping[str, Any]) -> BuildEvent:
     job_id = field(data, "build_id", (int, str))
     name = field(data, "build_name", str)
     stage = text(data, "build_stage")
-    pipeline_id = field(data, "pipeline_id", (int, str))
+    # Older job events have no pipeline_id, but their commit.id has always been
+    # the pipeline's id. Without either, the job is a run of its own.
+    pipeline_id = first([integer(data, "pipeline_id"), integer(data, "commit.id"), _number(job_id)])
     status = map_status(NAME, STATUS_MAP, field(data, "build_status", str))
-    web_url = text(data, "project.web_url")
+    web_url = _web_url(data)
     return BuildEvent(
         provider=NAME,
-        project=field(data, "project.path_with_namespace", str),
+        project=_project(data),
         pipeline=f"{stage} / {name}" if stage else name,
         # The pipeline, not the job: a retried job gets a new build_id but
         # stays in its pipeline, with retries_count counting the attempts.
-        build_id=str(pipeline_id),
-        build_number=_number(pipeline_id),
+        build_id=str(pipeline_id if pipeline_id is not None else job_id),
+        build_number=pipeline_id,
         attempt=(integer(data, "retries_count") or 0) + 1,
         status=status,
         branch=_branch(data, "ref"),
@@ -153,6 +161,37 @@ def _job(data: Mapping[str, Any]) -> BuildEvent:
             else None
         ),
     )
+
+
+def _project(data: Mapping[str, Any]) -> str:
+    """``project.path_with_namespace``. Job events of older GitLab versions
+    have no ``project`` object: then the path comes from the repository's
+    URLs, the SSH one first (it never carries a relative URL root), else from
+    ``project_name`` (``acme / widget``, names rather than paths)."""
+    path = text(data, "project.path_with_namespace")
+    if path:
+        return path
+    for at in _REPOSITORY_URLS:
+        segments = url_path(text(data, at))
+        if segments:
+            return "/".join(segments).removesuffix(".git")
+    name = text(data, "project_name")
+    if name and name.strip():
+        return re.sub(r"\s*/\s*", "/", name.strip())
+    raise BadRequest("missing field: project.path_with_namespace (or repository.homepage, or project_name)")
+
+
+_REPOSITORY_URLS = (
+    "repository.git_ssh_url",
+    "repository.url",
+    "repository.homepage",
+    "repository.git_http_url",
+)
+
+
+def _web_url(data: Mapping[str, Any]) -> str | None:
+    """The project's page; ``repository.homepage`` is the same page in job events without ``project``."""
+    return first([text(data, "project.web_url"), text(data, "repository.homepage")])
 
 
 _REF = re.compile(r"^refs/heads/")
