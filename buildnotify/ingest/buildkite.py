@@ -179,7 +179,8 @@ def _event(data: Mapping[str, Any], *, pipeline: str, status: Status, url: str |
         provider=NAME,
         project=_project(data),
         pipeline=pipeline,
-        build_id=identifier(data, "build.id"),
+        # Without an id (some older and hand-made payloads) the number names the build.
+        build_id=identifier(data, "build.id", number="build.number"),
         build_number=number,
         status=status,
         branch=text(data, "build.branch"),
