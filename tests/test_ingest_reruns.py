@@ -221,6 +221,22 @@ class RerunTests:
 
     # -- CircleCI -------------------------------------------------------------------------
 
+    async def test_circleci_rerun_workflow_that_passes_is_fixed(self) -> None:
+        """ "Rerun workflow" makes a new workflow id in the same pipeline (same
+        number); its later finish makes it newer."""
+        await self.start()
+        outcomes = await self.send(
+            "circleci",
+            circleci("workflow_completed_failed", "workflow", id="fda08377", status="failed"),
+            circleci(
+                "workflow_completed_failed", "workflow", id="0b8f3e52", status="success", stopped_at=LATER
+            ),
+        )
+        self.assertEqual(outcomes, ["stored"] * 2)
+        self.assertEqual(
+            await self.history("build-test-deploy"), [("failure", "failed"), ("success", "fixed")]
+        )
+
     async def test_circleci_rerun_job_that_passes_is_fixed(self) -> None:
         """A re-run job gets a new id and the next job number."""
         await self.start()

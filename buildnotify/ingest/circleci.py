@@ -102,7 +102,10 @@ def _workflow(data: Mapping[str, Any]) -> BuildEvent:
     return _event(
         data,
         pipeline=field(data, "workflow.name", str),
-        build_id=field(data, "workflow.id", str),
+        # The pipeline, not the workflow: "Rerun workflow" makes a new workflow
+        # id in the same pipeline, which must be the same run (newer by its
+        # stop time) for a passing re-run to be "fixed".
+        build_id=text(data, "pipeline.id") or field(data, "workflow.id", str),
         build_number=integer(data, "pipeline.number", required=True),
         status=status,
         url=text(data, "workflow.url"),
