@@ -32,7 +32,7 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # other control characters, NUL
 _SURROGATES = re.compile(r"[\ud800-\udfff]")  # lone halves of a pair (JSON "\ud800"): not text
 
 
-def printable(value: str) -> str:
+def normalized(value: str) -> str:
     """``value`` without control characters (line breaks and tabs become a
     space), lone surrogates replaced by U+FFFD, and white space trimmed."""
     return _SURROGATES.sub("\ufffd", _CONTROLS.sub("", _SPACES.sub(" ", value))).strip()
@@ -77,7 +77,7 @@ def _text(value: object, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise WrongType(name, "a string")
-    return printable(value) or None
+    return normalized(value) or None
 
 
 def _name(value: object, name: str) -> str | None:
@@ -107,7 +107,7 @@ def _build_id(value: object) -> str:
 def _delivery_key(key: str) -> str:
     """The key as sent when it is printable, else its SHA-256: a redelivery of
     the same key still finds it, and two odd keys stay apart."""
-    return key if printable(key) == key and key else _digest(key)
+    return key if normalized(key) == key and key else _digest(key)
 
 
 def _digest(value: str) -> str:
