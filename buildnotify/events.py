@@ -58,7 +58,8 @@ def map_status(provider: str, table: Mapping[str, Status], raw: str | None) -> S
     try:
         return table[key]
     except KeyError:
-        log.warning("%s: unknown status %r mapped to %s", provider, raw, FALLBACK_STATUS.value)
+        shown = repr(raw) if raw is None or len(raw) <= 100 else f"{raw[:100]!r}... ({len(raw)} characters)"
+        log.warning("%s: unknown status %s mapped to %s", provider, shown, FALLBACK_STATUS.value)
         return FALLBACK_STATUS
 
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 
+import psycopg
 import treq
 from sqlalchemy import text
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+from twisted.web.client import HTTPConnectionPool
 
-from buildnotify.ingest.base import ProviderConfig
+from buildnotify.ingest.base import Delivery, HookRequest, ProviderConfig
+from buildnotify.ingest.http import make_site
+from buildnotify.ingest.providers import PROVIDERS
+from tests.ingest_support import capture_logs
 from tests.support import RunningHub, per_backend, provider_configs
 
 TOKEN = "generic-test-token"
@@ -151,5 +161,113 @@ class IngestHTTPTests:
         code, body = await hub.post("generic", EVENT, AUTH)  # the CI's retry
         self.assertEqual((code, body["stored"]), (200, 1))
 
+    async def test_odd_values_are_stored_normalized_the_same_on_every_database(self) -> None:
+        hub = await self.start()
+        body = json.dumps(
+            {
+                **EVENT,
+                "project": "acme/\x00widget",
+                "pipeline": "p" * 10_000,
+                "branch": "main\r\n\x1b[0m",
+                "sha": "\ud800" + "a" * 39,
+                "author": {"name": "Ada\tLovelace", "login": "ada\x7f"},
+            }
+        ).encode()  # json.dumps sends the lone surrogate as the escape \ud800
+        self.assertIn(b"\\ud800", body)
+        code, answer = await hub.post("generic", body, {"Content-Type": "application/json", **AUTH})
+        self.assertEqual((code, answer["stored"]), (200, 1), answer)
+        [stored] = await hub.events()
+        self.assertEqual(
+            (stored.project, stored.pipeline, stored.branch, stored.sha),
+            ("acme/widget", "p" * 255, "main [0m", "\ufffd" + "a" * 39),
+        )
+        self.assertEqual((stored.author.name, stored.author.login), ("Ada Lovelace", "ada"))
+
+    async def test_wrong_types_and_huge_numbers_are_400_naming_the_field(self) -> None:
+        hub = await self.start()
+        cases = [
+            ({"branch": {"name": "main"}}, "field branch has the wrong type: expected a string"),
+            ({"pipeline": ["ci"]}, "field pipeline has the wrong type: expected a string"),
+            ({"number": 2**64}, "field number is out of range"),
+            ({"number": str(10**30)}, "field number is out of range"),
+            ({"attempt": "twice"}, "field attempt has the wrong type: expected an integer"),
+            ({"author": "ada"}, "field author has the wrong type: expected an object"),
+        ]
+        for change, error in cases:
+            code, answer = await hub.post("generic", EVENT | change, AUTH)
+            self.assertEqual(code, 400, change)
+            self.assertIn(error, answer["error"], change)
+        self.assertEqual(await hub.events(), [])
+        code, answer = await hub.post("generic", EVENT | {"number": "9223372036854775807"}, AUTH)
+        self.assertEqual((code, answer["stored"]), (200, 1))  # the largest the store holds
+
 
 per_backend(IngestHTTPTests, globals())
+
+
+class StoreFailureTests(unittest.TestCase):
+    """What the CI is told when recording fails: 503 (retry) only when the
+    database is unavailable; 400 when it refused a value of the delivery."""
+
+    async def answer_when_the_store_raises(self, error: Exception) -> tuple[int, dict]:
+        def record(delivery: Delivery) -> Deferred:
+            return fail(error)
+
+        site = make_site(PROVIDERS, provider_configs(), record, max_body=1 << 20)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = await treq.post(
+            f"http://127.0.0.1:{port.getHost().port}/hooks/generic", json=EVENT, pool=pool
+        )
+        return response.code, json.loads(await response.content())
+
+    async def test_unavailable_database_is_503(self) -> None:
+        for error in (
+            OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked")),
+            psycopg.OperationalError("connection refused"),
+            sqlite3.OperationalError("no such table: deliveries"),
+        ):
+            code, answer = await self.answer_when_the_store_raises(error)
+            self.assertEqual((code, answer["error"]), (503, "the event store is unavailable; retry later"))
+
+    async def test_a_value_the_database_refuses_is_400_not_503(self) -> None:
+        for error in (
+            DataError("INSERT ...", {}, psycopg.errors.StringDataRightTruncation("value too long")),
+            psycopg.errors.CharacterNotInRepertoire("invalid byte sequence"),
+            IntegrityError("INSERT ...", {}, sqlite3.IntegrityError("NOT NULL constraint failed")),
+            OverflowError("Python int too large to convert to SQLite INTEGER"),
+            UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+        ):
+            code, answer = await self.answer_when_the_store_raises(error)
+            self.assertEqual(
+                (code, answer["error"]), (400, "the event store refused a value of this delivery")
+            )
+
+
+class ParserFailureTests(unittest.TestCase):
+    async def test_a_parser_failure_is_400_and_one_log_line_with_control_characters_escaped(self) -> None:
+        def broken(request: HookRequest, config: ProviderConfig) -> Delivery:
+            raise KeyError("build\x00\x1b[31m\nFORGED log line\u2028")
+
+        logged = capture_logs(self)
+        site = make_site({"broken": broken}, {}, lambda d: fail(AssertionError()), max_body=1 << 20)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        for _ in range(2):
+            response = await treq.post(
+                f"http://127.0.0.1:{port.getHost().port}/hooks/broken", json={}, pool=pool
+            )
+            self.assertEqual(response.code, 400)
+            self.assertEqual(
+                json.loads(await response.content()), {"error": "could not read this broken payload"}
+            )
+        self.assertEqual(len(logged), 2)  # one line per request
+        for record in logged:
+            message = record.getMessage()
+            self.assertIsNone(record.exc_info)  # no traceback
+            self.assertTrue(message.isprintable(), message)
+            self.assertIn(
+                "KeyError: 'build\\x00\\x1b[31m\\nFORGED log line\\u2028' at test_http.py:", message
+            )

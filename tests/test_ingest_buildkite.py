@@ -406,11 +406,9 @@ def test_malformed_json_is_bad_request():
     ("name", "path"),
     [
         ("build_finished_failed", "build"),
-        ("build_finished_failed", "build.id"),
         ("build_finished_failed", "build.state"),
         ("build_finished_failed", "pipeline.slug"),
         ("job_finished", "job"),
-        ("job_finished", "build.id"),
         ("job_finished", "pipeline.slug"),
     ],
 )
@@ -434,3 +432,20 @@ def test_job_without_any_name_is_bad_request():
 
     with pytest.raises(BadRequest, match="job.name"):
         buildkite.parse(request("job.finished", edited("job_finished", drop)), CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("name", "event"), [("build_finished_failed", "build.finished"), ("job_finished", "job.finished")]
+)
+def test_build_without_an_id_is_named_by_its_number(name, event):
+    _, parsed = parse_one(event, edited(name, lambda d: d["build"].pop("id")))
+    assert (parsed.build_id, parsed.build_number) == ("1409", 1409)
+
+
+def test_build_without_an_id_or_a_number_is_bad_request_naming_both():
+    def drop(data):
+        data["build"].pop("id")
+        data["build"].pop("number")
+
+    with pytest.raises(BadRequest, match=r"missing field: build.id \(or build.number\)"):
+        buildkite.parse(request("build.finished", edited("build_finished_failed", drop)), CONFIG)

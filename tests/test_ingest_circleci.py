@@ -124,7 +124,6 @@ def test_malformed_json_is_bad_request():
         ("workflow_completed_failed", "id"),
         ("workflow_completed_failed", "workflow.status"),
         ("workflow_completed_failed", "workflow.name"),
-        ("workflow_completed_failed", "workflow.id"),
         ("workflow_completed_failed", "pipeline.number"),
         ("workflow_completed_failed", "project.slug"),
         ("job_completed_success", "job.status"),
@@ -227,7 +226,7 @@ def test_workflow_completed_failed():
     assert event.provider == "circleci"
     assert event.project == "acme/widget"
     assert event.pipeline == "build-test-deploy"
-    assert event.build_id == "fda08377-fe7e-46b1-8992-3a7aaecac9c3"
+    assert event.build_id == "1285fe1d-d3a6-44fc-8886-8979558254c4"  # the pipeline: re-runs are one run
     assert event.build_number == 130
     assert event.attempt == 1
     assert event.status is Status.FAILURE
@@ -272,7 +271,7 @@ def test_workflow_completed_gitlab_trigger_parameters():
     # opaque circleci/<org-id>/<project-id> slug: organization and project names instead
     assert event.project == "acme/gadget"
     assert event.pipeline == "nightly"
-    assert event.build_id == "c2006ece-778d-49fc-9e6e-b9965f72bee9"
+    assert event.build_id == "37c74cb7-d64d-4032-8731-1cb95bfef921"
     assert event.build_number == 57
     assert event.status is Status.ERROR  # infrastructure_fail
     assert event.branch == "develop"
@@ -298,3 +297,14 @@ def test_project_from_slug(slug, org, name, expected):
         d["organization"]["name"] = org
 
     assert parse_one(edited("workflow_completed_failed", change))[1].project == expected
+
+
+def test_workflow_without_a_pipeline_id_is_its_own_run():
+    body = edited("workflow_completed_failed", lambda d: d["pipeline"].pop("id"))
+    assert parse_one(body)[1].build_id == "fda08377-fe7e-46b1-8992-3a7aaecac9c3"
+
+
+def test_workflow_without_a_pipeline_id_or_workflow_id_is_bad_request():
+    body = edited("workflow_completed_failed", lambda d: [d["pipeline"].pop("id"), d["workflow"].pop("id")])
+    with pytest.raises(BadRequest, match="missing field: workflow.id"):
+        circleci.parse(request(body), CONFIG)

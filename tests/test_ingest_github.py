@@ -182,6 +182,37 @@ def test_missing_required_field_is_bad_request_naming_it(event, name, path):
     assert path in e.value.message
 
 
+@pytest.mark.parametrize(
+    ("event", "name", "path", "value", "expected"),
+    [
+        ("workflow_run", "workflow_run_completed_failure", "workflow_run.name", {"name": "CI"}, "a string"),
+        ("workflow_run", "workflow_run_completed_failure", "workflow_run.head_branch", ["main"], "a string"),
+        ("workflow_run", "workflow_run_completed_failure", "workflow_run.head_sha", 7, "a string"),
+        ("workflow_run", "workflow_run_completed_failure", "workflow_run.run_number", "412th", "an integer"),
+        ("workflow_run", "workflow_run_completed_failure", "workflow_run.head_commit", "c0ffee", "an object"),
+        ("workflow_job", "workflow_job_completed", "workflow_job.workflow_name", ["CI"], "a string"),
+        ("check_suite", "check_suite_completed", "check_suite.head_branch", True, "a string"),
+        ("status", "status_failure", "target_url", {"href": "x"}, "a string"),
+    ],
+)
+def test_field_of_the_wrong_type_is_bad_request_naming_it(event, name, path, value, expected):
+    def swap(data):
+        *parents, leaf = path.split(".")
+        for part in parents:
+            data = data[part]
+        data[leaf] = value
+
+    with pytest.raises(BadRequest) as e:
+        github.parse(request(event, edited(name, swap)), CONFIG)
+    assert e.value.message == f"field {path} has the wrong type: expected {expected}"
+
+
+def test_run_number_past_64_bits_is_bad_request_naming_it():
+    body = edited("workflow_run_completed_failure", lambda d: d["workflow_run"].update(run_number=2**64))
+    with pytest.raises(BadRequest, match="field workflow_run.run_number is out of range"):
+        github.parse(request("workflow_run", body), CONFIG)
+
+
 def test_ping_is_ignored():
     with pytest.raises(Ignored) as e:
         github.parse(request("ping", fixture("ping")), CONFIG)

@@ -292,7 +292,14 @@ def test_missing_required_field_is_bad_request_naming_it(path):
     assert path in e.value.message
 
 
-def test_non_integer_build_number_is_bad_request():
-    body = edited("completed_failure", lambda d: d["build"].update(number="42"))
-    with pytest.raises(BadRequest, match="build.number"):
+@pytest.mark.parametrize("number", ["4x2", "-42", 42.5, [42]])
+def test_non_integer_build_number_is_bad_request(number):
+    body = edited("completed_failure", lambda d: d["build"].update(number=number))
+    with pytest.raises(BadRequest, match="field build.number has the wrong type"):
         jenkins.parse(request(body), CONFIG)
+
+
+def test_build_number_as_a_string_of_digits_is_read_as_the_number():
+    body = edited("completed_failure", lambda d: d["build"].update(number="42"))
+    _, event = parse_one(body)
+    assert (event.build_number, event.build_id) == (42, "42")

@@ -13,9 +13,11 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from buildnotify.events import BuildEvent
 
@@ -40,6 +42,22 @@ class Unauthorized(HookError):
 
 class UnsupportedMediaType(HookError):
     code = 415
+
+
+class WrongType(BadRequest):
+    """A field that is there but of a type the hub cannot use."""
+
+    def __init__(self, name: str, expected: str) -> None:
+        super().__init__(f"field {name} has the wrong type: expected {expected}")
+        self.field = name
+
+
+class OutOfRange(BadRequest):
+    """A number the store cannot hold; refused rather than wrapped or cut."""
+
+    def __init__(self, name: str, low: int, high: int) -> None:
+        super().__init__(f"field {name} is out of range: expected {low} to {high}")
+        self.field = name
 
 
 class Ignored(Exception):
@@ -155,16 +173,20 @@ def load_json(body: bytes) -> dict[str, Any]:
     return data
 
 
+#: The integers every column holding a CI's number can store (BIGINT).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+_DIGITS = re.compile(r"\s*([0-9]+)\s*")
+
+
 def field(data: Mapping[str, Any], dotted: str, kind: type | tuple[type, ...] = object) -> Any:
     """``data["a"]["b"]`` for ``"a.b"``; a missing, empty or mistyped field is
-    a 400 that names it (a bool is not a number here)."""
-    value: Any = data
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or value.get(part) in (None, ""):
-            raise BadRequest(f"missing field: {dotted}")
-        value = value[part]
+    a 400 that names it (a bool is not a number here, and an integer must fit
+    the store)."""
+    value = _present(data, dotted, required=True)
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
-        raise BadRequest(f"field {dotted} has the wrong type")
+        raise WrongType(dotted, _describe(kind))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _in_range(value, dotted)
     return value
 
 
@@ -172,13 +194,80 @@ def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+def _describe(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", Mapping: "an object", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in _kinds(kind))
+
+
 def optional(data: Mapping[str, Any] | None, dotted: str) -> Any:
-    """Like :func:`field` but None when absent."""
+    """Like :func:`field` but None when absent, and of any type."""
     value: Any = data
     for part in dotted.split("."):
         if not isinstance(value, Mapping):
             return None
         value = value.get(part)
+    return value
+
+
+def text(data: Mapping[str, Any] | None, dotted: str, *, required: bool = False) -> str | None:
+    """A string field: None when absent, null or empty (400 if ``required``);
+    400 naming the field when it, or an object on its path, has another type."""
+    value = _present(data, dotted, required)
+    if value is not None and not isinstance(value, str):
+        raise WrongType(dotted, "a string")
+    return value
+
+
+def integer(data: Mapping[str, Any] | None, dotted: str, *, required: bool = False) -> int | None:
+    """An integer field; a string of decimal digits counts (some CI plugins and
+    shell scripts quote numbers). None when absent (400 if ``required``); 400
+    naming the field for another type or a number the store cannot hold."""
+    value = _present(data, dotted, required)
+    if isinstance(value, str) and (digits := _DIGITS.fullmatch(value)):
+        value = digits.group(1).lstrip("0") or "0"
+        if len(value) > len(str(INT_MAX)):  # int() of thousands of digits is slow, and refused anyway
+            raise OutOfRange(dotted, INT_MIN, INT_MAX)
+        value = int(value)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise WrongType(dotted, "an integer")
+    return value if value is None else _in_range(value, dotted)
+
+
+def identifier(data: Mapping[str, Any], dotted: str, number: str | None = None) -> str:
+    """A string or integer id, as a string; without one, the integer field
+    ``number`` (a run's number names it when the payload has no id)."""
+    value = _present(data, dotted)
+    if value is None and number is not None:
+        value = integer(data, number)
+    if value is None:
+        raise BadRequest(f"missing field: {dotted}" + (f" (or {number})" if number else ""))
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise WrongType(dotted, "a string or an integer")
+    return str(value)
+
+
+def _in_range(value: int, name: str) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise OutOfRange(name, INT_MIN, INT_MAX)
+    return value
+
+
+def _present(data: Mapping[str, Any] | None, dotted: str, required: bool = False) -> Any:
+    """The value at ``dotted``; None if it or an object on the way is absent,
+    null or empty (400 if ``required``); 400 naming the first step that is
+    there but not an object."""
+    value: Any = data
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        if value is None:
+            break
+        if not isinstance(value, Mapping):
+            raise WrongType(".".join(parts[:depth]) or dotted, "an object")
+        value = value.get(part)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"missing field: {dotted}")
+        return None
     return value
 
 
@@ -192,18 +281,21 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        if value <= 0:
-            return None  # Jenkins and others send 0 for "not yet"
-        seconds = value / 1000 if value > 1e11 else value
-        return datetime.fromtimestamp(seconds, timezone.utc)
+        if not value > 0:
+            return None  # Jenkins and others send 0 for "not yet"; NaN is not a time either
+        try:
+            seconds = value / 1000 if value > 1e11 else value
+            return datetime.fromtimestamp(seconds, timezone.utc)
+        except (OverflowError, ValueError, OSError):  # past the year 9999
+            return None
     if not isinstance(value, str):
         return None
-    text = value.strip()
-    if text.endswith(" UTC"):
-        text = text[:-4] + "+00:00"
-    elif text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    for candidate in (text, text.replace(" ", "T", 1)):
+    raw = value.strip()
+    if raw.endswith(" UTC"):
+        raw = raw[:-4] + "+00:00"
+    elif raw.endswith("Z"):
+        raw = raw[:-1] + "+00:00"
+    for candidate in (raw, raw.replace(" ", "T", 1)):
         try:
             parsed = datetime.fromisoformat(candidate)
             break
@@ -212,7 +304,7 @@ def parse_time(value: Any) -> datetime | None:
     else:
         for fmt in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%z"):
             try:
-                parsed = datetime.strptime(text, fmt)
+                parsed = datetime.strptime(raw, fmt)
                 break
             except ValueError:
                 continue
@@ -220,7 +312,24 @@ def parse_time(value: Any) -> datetime | None:
             return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01 with a positive offset, 9999-12-31 with a negative one
+        return None
+
+
+def url_path(url: str | None) -> list[str]:
+    """The path segments of a URL, ``https://host/acme/widget`` or scp-like
+    ``git@host:acme/widget.git``; [] for none or one that does not parse."""
+    if not url:
+        return []
+    if "://" not in url:
+        url = "ssh://" + url.replace(":", "/", 1)  # git@host:acme/widget.git
+    try:
+        path = urlsplit(url).path
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return []
+    return [segment for segment in path.split("/") if segment]
 
 
 def first(values: Iterable[Any]) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 from buildnotify.events import Author, BuildEvent, Status, map_status
 from buildnotify.ingest.base import (
@@ -26,10 +25,14 @@ from buildnotify.ingest.base import (
     field,
     first,
     hmac_sha256_hex,
+    identifier,
+    integer,
     load_json,
     optional,
     parse_time,
     require_json,
+    text,
+    url_path,
 )
 
 NAME = "buildkite"
@@ -78,7 +81,7 @@ _JOB_EVENTS = {"job.scheduled", "job.started", "job.finished"}
 #: jobs carry no result of their own.
 _RESULT_JOBS = {"script", "trigger"}
 
-_SIGNATURE = re.compile(r"^\s*timestamp=(\d+)\s*,\s*signature=([0-9a-fA-F]+)\s*$")
+_SIGNATURE = re.compile(r"^\s*timestamp=([0-9]{1,20})\s*,\s*signature=([0-9a-fA-F]+)\s*$")
 _ORG_IN_API_URL = re.compile(r"/organizations/([^/]+)/pipelines/")
 
 
@@ -133,63 +136,63 @@ def _authenticate(request: HookRequest, config: ProviderConfig) -> None:
 
 
 def _build(data: Mapping[str, Any]) -> BuildEvent:
-    build = field(data, "build", Mapping)
     status = _build_status(data)
-    return _event(data, pipeline=field(data, "pipeline.slug", str), status=status, url=build.get("web_url"))
+    return _event(
+        data, pipeline=field(data, "pipeline.slug", str), status=status, url=text(data, "build.web_url")
+    )
 
 
 def _job(data: Mapping[str, Any]) -> BuildEvent:
     job = field(data, "job", Mapping)
-    kind = job.get("type")
+    kind = text(data, "job.type")
     if kind not in _RESULT_JOBS:
         raise Ignored(f"Buildkite {kind!r} job: no result of its own")
-    label = first([job.get("name"), job.get("step_key")])
-    if not isinstance(label, str):
+    label = first([text(data, "job.name"), text(data, "job.step_key")])
+    if label is None:
         raise BadRequest("missing field: job.name")
-    index, total = job.get("parallel_group_index"), job.get("parallel_group_total")
-    if isinstance(index, int) and isinstance(total, int):
+    index, total = integer(data, "job.parallel_group_index"), integer(data, "job.parallel_group_total")
+    if index is not None and total is not None:
         label = f"{label} ({index + 1}/{total})"  # parallel copies share one name
     matrix = job.get("matrix")
     if isinstance(matrix, Mapping) and matrix:
         label = f"{label} [{', '.join(f'{k}={v}' for k, v in sorted(matrix.items()))}]"
-    status = map_status(NAME, STATUS_MAP, _job_state(job))
+    status = map_status(NAME, STATUS_MAP, _job_state(data))
     event = _event(
         data,
         pipeline=f"{field(data, 'pipeline.slug', str)} / {label}",
         status=status,
-        url=first([job.get("web_url"), optional(data, "build.web_url")]),
+        url=first([text(data, "job.web_url"), text(data, "build.web_url")]),
     )
     # A retried job is a new job in the same build: the build id stays, the count grows.
-    retries = job.get("retries_count")
     return event.replace(
-        attempt=(retries if isinstance(retries, int) and not isinstance(retries, bool) else 0) + 1,
+        attempt=(integer(data, "job.retries_count") or 0) + 1,
         started_at=parse_time(job.get("started_at")),
         finished_at=parse_time(job.get("finished_at")) if status.finished else None,
     )
 
 
-def _event(data: Mapping[str, Any], *, pipeline: str, status: Status, url: Any) -> BuildEvent:
+def _event(data: Mapping[str, Any], *, pipeline: str, status: Status, url: str | None) -> BuildEvent:
     build = field(data, "build", Mapping)
-    number = build.get("number")
-    # the commit author when a push started the build, else the Buildkite user who did
-    author = build.get("author") if isinstance(build.get("author"), Mapping) else {}
-    creator = build.get("creator") if isinstance(build.get("creator"), Mapping) else {}
+    number = integer(data, "build.number")
+    commit = text(data, "build.commit")
     return BuildEvent(
         provider=NAME,
         project=_project(data),
         pipeline=pipeline,
-        build_id=str(field(data, "build.id", (str, int))),
-        build_number=number if isinstance(number, int) and not isinstance(number, bool) else None,
+        # Without an id (some older and hand-made payloads) the number names the build.
+        build_id=identifier(data, "build.id", number="build.number"),
+        build_number=number,
         status=status,
-        branch=build.get("branch") or None,
+        branch=text(data, "build.branch"),
         # "HEAD" until an agent has resolved the commit of a build started from the UI
-        sha=build.get("commit") if build.get("commit") not in (None, "", "HEAD") else None,
+        sha=commit if commit != "HEAD" else None,
+        # the commit author when a push started the build, else the Buildkite user who did
         author=Author(
-            name=first([author.get("name"), creator.get("name")]),
-            email=first([author.get("email"), creator.get("email")]),
-            login=author.get("username") or None,
+            name=first([text(data, "build.author.name"), text(data, "build.creator.name")]),
+            email=first([text(data, "build.author.email"), text(data, "build.creator.email")]),
+            login=text(data, "build.author.username"),
         ),
-        url=url or None,
+        url=url,
         started_at=parse_time(build.get("started_at")),
         finished_at=parse_time(build.get("finished_at")) if status.finished else None,
     )
@@ -197,23 +200,23 @@ def _event(data: Mapping[str, Any], *, pipeline: str, status: Status, url: Any) 
 
 def _build_status(data: Mapping[str, Any]) -> Status:
     state = field(data, "build.state", str)
-    blocked_state = optional(data, "build.blocked_state")
-    if state == "blocked" and isinstance(blocked_state, str) and blocked_state:
+    blocked_state = text(data, "build.blocked_state")
+    if state == "blocked" and blocked_state:
         state = blocked_state
     return map_status(NAME, STATUS_MAP, state)
 
 
-def _job_state(job: Mapping[str, Any]) -> str | None:
+def _job_state(data: Mapping[str, Any]) -> str | None:
     """The job's state; GraphQL-style ``finished`` is resolved to passed/failed
     from ``passed`` or ``exit_status`` when the payload has them."""
-    state = job.get("state")
+    state = text(data, "job.state")
     if state == "finished":
-        passed, exit_status = job.get("passed"), job.get("exit_status")
+        passed, exit_status = optional(data, "job.passed"), optional(data, "job.exit_status")
         if isinstance(passed, bool):
             return "passed" if passed else "failed"
-        if isinstance(exit_status, int):
+        if isinstance(exit_status, int) and not isinstance(exit_status, bool):
             return "passed" if exit_status == 0 else "failed"
-    return state if isinstance(state, str) else None
+    return state
 
 
 def _project(data: Mapping[str, Any]) -> str:
@@ -227,15 +230,15 @@ def _organization(data: Mapping[str, Any]) -> str | None:
     """Build and job payloads carry no organization object, so the slug comes
     from the API URL (``.../organizations/<org>/pipelines/...``) or the web URL
     (``https://buildkite.com/<org>/<pipeline>/...``)."""
-    org = optional(data, "organization.slug")
-    if isinstance(org, str) and org:
+    org = text(data, "organization.slug")
+    if org:
         return org
-    for url in (optional(data, "pipeline.url"), optional(data, "build.url")):
-        match = _ORG_IN_API_URL.search(url) if isinstance(url, str) else None
+    for at in ("pipeline.url", "build.url"):
+        match = _ORG_IN_API_URL.search(text(data, at) or "")
         if match:
             return match.group(1)
-    for url in (optional(data, "pipeline.web_url"), optional(data, "build.web_url")):
-        segments = [s for s in urlparse(url).path.split("/") if s] if isinstance(url, str) else []
+    for at in ("pipeline.web_url", "build.web_url"):
+        segments = url_path(text(data, at))
         if len(segments) >= 2:
             return segments[0]
     return None

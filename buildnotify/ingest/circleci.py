@@ -23,10 +23,12 @@ from buildnotify.ingest.base import (
     field,
     first,
     hmac_sha256_hex,
+    integer,
     load_json,
     optional,
     parse_time,
     require_json,
+    text,
 )
 
 NAME = "circleci"
@@ -100,10 +102,13 @@ def _workflow(data: Mapping[str, Any]) -> BuildEvent:
     return _event(
         data,
         pipeline=field(data, "workflow.name", str),
-        build_id=field(data, "workflow.id", str),
-        build_number=field(data, "pipeline.number", int),
+        # The pipeline, not the workflow: "Rerun workflow" makes a new workflow
+        # id in the same pipeline, which must be the same run (newer by its
+        # stop time) for a passing re-run to be "fixed".
+        build_id=text(data, "pipeline.id") or field(data, "workflow.id", str),
+        build_number=integer(data, "pipeline.number", required=True),
         status=status,
-        url=optional(data, "workflow.url"),
+        url=text(data, "workflow.url"),
         started_at=optional(data, "workflow.created_at"),
         finished_at=optional(data, "workflow.stopped_at"),
     )
@@ -111,8 +116,8 @@ def _workflow(data: Mapping[str, Any]) -> BuildEvent:
 
 def _job(data: Mapping[str, Any]) -> BuildEvent:
     status = map_status(NAME, STATUS_MAP, field(data, "job.status", str))
-    number = field(data, "job.number", int)
-    workflow_url = optional(data, "workflow.url")
+    number = integer(data, "job.number", required=True)
+    workflow_url = text(data, "workflow.url")
     return _event(
         data,
         pipeline=f"{field(data, 'workflow.name', str)} / {field(data, 'job.name', str)}",
@@ -125,13 +130,21 @@ def _job(data: Mapping[str, Any]) -> BuildEvent:
     )
 
 
-def _event(data: Mapping[str, Any], *, started_at: Any, finished_at: Any, **fields: Any) -> BuildEvent:
-    pipeline = field(data, "pipeline", Mapping)
-    params = pipeline.get("trigger_parameters") or {}
-    sources = [pipeline.get("vcs"), params.get("git"), params.get("github_app"), params.get("gitlab")]
+#: Where the commit is described: ``pipeline.vcs`` (GitHub OAuth app, Bitbucket
+#: Cloud), else one of the ``trigger_parameters`` (GitHub App, GitLab, Bitbucket DC).
+_COMMIT_SOURCES = (
+    "pipeline.vcs",
+    "pipeline.trigger_parameters.git",
+    "pipeline.trigger_parameters.github_app",
+    "pipeline.trigger_parameters.gitlab",
+)
 
-    def pick(*keys: str) -> Any:
-        return first(optional(source, key) for source in sources for key in keys)
+
+def _event(data: Mapping[str, Any], *, started_at: Any, finished_at: Any, **fields: Any) -> BuildEvent:
+    field(data, "pipeline", Mapping)
+
+    def pick(*keys: str) -> str | None:
+        return first(text(data, f"{source}.{key}") for source in _COMMIT_SOURCES for key in keys)
 
     return BuildEvent(
         provider=NAME,
@@ -156,5 +169,5 @@ def _project(data: Mapping[str, Any]) -> str:
     prefix, _, rest = slug.partition("/")
     if prefix in _VCS_PREFIXES and rest:
         return rest
-    org, name = optional(data, "organization.name"), optional(data, "project.name")
+    org, name = text(data, "organization.name"), text(data, "project.name")
     return f"{org}/{name}" if org and name else slug

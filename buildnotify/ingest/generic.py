@@ -20,11 +20,14 @@ from buildnotify.ingest.base import (
     content_hash,
     field,
     first,
+    identifier,
+    integer,
     load_json,
     match_token,
     optional,
     parse_time,
     require_json,
+    text,
 )
 
 NAME = "generic"
@@ -50,26 +53,17 @@ def parse(request: HookRequest, config: ProviderConfig) -> Delivery:
     project = _required(data, "project")
     pipeline = _required(data, "pipeline")
     status = map_status(NAME, STATUS_MAP, field(data, "status", str))
-    number = _int(data, "number")
-    build_id = data.get("build_id")
-    if build_id is None:
-        if number is None:
-            raise BadRequest("missing field: build_id (or number)")
-        build_id = number
-    if not isinstance(build_id, (str, int)) or isinstance(build_id, bool) or str(build_id) == "":
-        raise BadRequest("field build_id has the wrong type")
+    number = integer(data, "number")
     key = first([request.header("Idempotency-Key"), _str(data, "delivery")]) or content_hash(request.body)
     if source is not None:
         key = f"{source}:{key}"  # two scripts' "Idempotency-Key: 1" are different deliveries
-    if data.get("author") is not None and not isinstance(data["author"], Mapping):
-        raise BadRequest("field author has the wrong type")
     event = BuildEvent(
         provider=NAME,
         project=project,
         pipeline=pipeline,
-        build_id=str(build_id),
+        build_id=identifier(data, "build_id", number="number"),
         build_number=number,
-        attempt=_int(data, "attempt") or 1,
+        attempt=integer(data, "attempt") or 1,
         status=status,
         branch=_str(data, "branch"),
         sha=_str(data, "sha"),
@@ -111,23 +105,9 @@ def _required(data: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _str(data: Mapping[str, Any] | None, name: str) -> str | None:
+def _str(data: Mapping[str, Any], name: str) -> str | None:
     """An optional string field; numbers are accepted (shell scripts)."""
     value = optional(data, name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise BadRequest(f"field {name} has the wrong type")
-    return str(value)
-
-
-def _int(data: Mapping[str, Any], name: str) -> int | None:
-    """An optional integer field; a string of digits is accepted (shell scripts)."""
-    value = data.get(name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        return int(value)
-    raise BadRequest(f"field {name} has the wrong type")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return text(data, name)

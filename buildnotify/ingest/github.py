@@ -26,10 +26,13 @@ from buildnotify.ingest.base import (
     field,
     first,
     hmac_sha256_hex,
+    identifier,
+    integer,
     load_json,
     optional,
     parse_time,
     require_json,
+    text,
 )
 
 NAME = "github"
@@ -113,7 +116,7 @@ def _status_of(data: Mapping[str, Any], obj: str) -> Status:
     """``status`` until completed, then ``conclusion``."""
     status = field(data, f"{obj}.status", str)
     if status.lower() == "completed":
-        status = optional(data, f"{obj}.conclusion") or status
+        status = text(data, f"{obj}.conclusion") or status
     return map_status(NAME, STATUS_MAP, status)
 
 
@@ -124,25 +127,26 @@ def _finished_at(status: Status, value: Any) -> datetime | None:
 def _workflow_run(data: Mapping[str, Any]) -> BuildEvent:
     run = field(data, "workflow_run", Mapping)
     status = _status_of(data, "workflow_run")
-    pipeline = first([run.get("name"), optional(data, "workflow.name")])
+    pipeline = first([text(data, "workflow_run.name"), text(data, "workflow.name")])
     if not pipeline:
         raise BadRequest("missing field: workflow_run.name")
     return BuildEvent(
         provider=NAME,
         project=field(data, "repository.full_name", str),
         pipeline=pipeline,
-        build_id=str(field(data, "workflow_run.id", (int, str))),
-        build_number=run.get("run_number"),
-        attempt=run.get("run_attempt") or 1,
+        build_id=identifier(data, "workflow_run.id"),
+        build_number=integer(data, "workflow_run.run_number"),
+        attempt=integer(data, "workflow_run.run_attempt") or 1,
         status=status,
-        branch=run.get("head_branch"),
-        sha=run.get("head_sha"),
+        branch=text(data, "workflow_run.head_branch"),
+        sha=text(data, "workflow_run.head_sha"),
         # actor: who pushed or started the run; triggering_actor may be a re-runner
         author=_commit_author(
-            optional(run, "head_commit.author"),
-            login=first([optional(run, "actor.login"), optional(data, "sender.login")]),
+            data,
+            "workflow_run.head_commit.author",
+            login=first([text(data, "workflow_run.actor.login"), text(data, "sender.login")]),
         ),
-        url=run.get("html_url"),
+        url=text(data, "workflow_run.html_url"),
         started_at=parse_time(first([run.get("run_started_at"), run.get("created_at")])),
         finished_at=_finished_at(status, run.get("updated_at")),
     )
@@ -152,19 +156,19 @@ def _workflow_job(data: Mapping[str, Any]) -> BuildEvent:
     job = field(data, "workflow_job", Mapping)
     status = _status_of(data, "workflow_job")
     name = field(data, "workflow_job.name", str)
-    workflow = job.get("workflow_name")
+    workflow = text(data, "workflow_job.workflow_name")
     return BuildEvent(
         provider=NAME,
         project=field(data, "repository.full_name", str),
         pipeline=f"{workflow} / {name}" if workflow else name,
         # the run, not the job: a re-run gets a new job id but keeps run_id
-        build_id=str(field(data, "workflow_job.run_id", (int, str))),
-        attempt=job.get("run_attempt") or 1,
+        build_id=identifier(data, "workflow_job.run_id"),
+        attempt=integer(data, "workflow_job.run_attempt") or 1,
         status=status,
-        branch=job.get("head_branch"),
-        sha=job.get("head_sha"),
-        author=Author(login=optional(data, "sender.login")),
-        url=job.get("html_url"),
+        branch=text(data, "workflow_job.head_branch"),
+        sha=text(data, "workflow_job.head_sha"),
+        author=Author(login=text(data, "sender.login")),
+        url=text(data, "workflow_job.html_url"),
         started_at=parse_time(first([job.get("started_at"), job.get("created_at")])),
         finished_at=_finished_at(status, job.get("completed_at")),
     )
@@ -173,17 +177,17 @@ def _workflow_job(data: Mapping[str, Any]) -> BuildEvent:
 def _check_suite(data: Mapping[str, Any]) -> BuildEvent:
     suite = field(data, "check_suite", Mapping)
     status = _status_of(data, "check_suite")
-    sha = suite.get("head_sha")
-    repo_url = optional(data, "repository.html_url")
+    sha = text(data, "check_suite.head_sha")
+    repo_url = text(data, "repository.html_url")
     return BuildEvent(
         provider=NAME,
         project=field(data, "repository.full_name", str),
         pipeline=field(data, "check_suite.app.name", str),
-        build_id=str(field(data, "check_suite.id", (int, str))),
+        build_id=identifier(data, "check_suite.id"),
         status=status,
-        branch=suite.get("head_branch"),
+        branch=text(data, "check_suite.head_branch"),
         sha=sha,
-        author=_commit_author(optional(suite, "head_commit.author"), login=optional(data, "sender.login")),
+        author=_commit_author(data, "check_suite.head_commit.author", login=text(data, "sender.login")),
         url=f"{repo_url}/commit/{sha}/checks" if repo_url and sha else None,
         started_at=parse_time(suite.get("created_at")),
         finished_at=_finished_at(status, suite.get("updated_at")),
@@ -196,41 +200,38 @@ def _status(data: Mapping[str, Any]) -> BuildEvent:
     status = map_status(NAME, STATUS_MAP, field(data, "state", str))
     return BuildEvent(
         provider=NAME,
-        project=optional(data, "repository.full_name") or field(data, "name", str),
+        project=text(data, "repository.full_name") or field(data, "name", str),
         pipeline=context,
         build_id=f"{sha}:{context}",  # a commit status has no run id
         status=status,
         branch=_status_branch(data.get("branches"), sha),
         sha=sha,
         # not sender: for a status that is the CI's bot account, not a person
-        author=_commit_author(
-            optional(data, "commit.commit.author"), login=optional(data, "commit.author.login")
-        ),
-        url=data.get("target_url"),
+        author=_commit_author(data, "commit.commit.author", login=text(data, "commit.author.login")),
+        url=text(data, "target_url"),
         finished_at=_finished_at(status, first([data.get("updated_at"), data.get("created_at")])),
     )
 
 
 def _status_branch(branches: Any, sha: str) -> str | None:
     """The branch whose head is ``sha``; GitHub lists up to 10 branches that
-    merely *contain* the commit, so only an unambiguous one is taken."""
+    merely *contain* the commit, so only an unambiguous one is taken (an entry
+    without a name is no help and is passed over)."""
     if not isinstance(branches, list):
         return None
-    names = [b.get("name") for b in branches if isinstance(b, Mapping)]
-    heads = [b.get("name") for b in branches if isinstance(b, Mapping) and optional(b, "commit.sha") == sha]
+    named = [b for b in branches if isinstance(b, Mapping) and isinstance(b.get("name"), str) and b["name"]]
+    names = [b["name"] for b in named]
+    heads = [b["name"] for b in named if optional(b, "commit.sha") == sha]
     if len(heads) == 1:
         return heads[0]
     return names[0] if len(names) == 1 else None
 
 
-def _commit_author(commit_author: Any, *, login: str | None) -> Author:
-    """Name and email of the commit's author; the GitHub login of the commit
-    author when the payload has it, else of the user who triggered the build."""
-    return Author(
-        name=optional(commit_author, "name") or None,
-        email=optional(commit_author, "email") or None,
-        login=login or None,
-    )
+def _commit_author(data: Mapping[str, Any], at: str, *, login: str | None) -> Author:
+    """Name and email of the commit's author (the object at ``at``); the GitHub
+    login of the commit author when the payload has it, else of the user who
+    triggered the build."""
+    return Author(name=text(data, f"{at}.name"), email=text(data, f"{at}.email"), login=login)
 
 
 _HANDLERS = {

@@ -1,16 +1,20 @@
 """``POST /hooks/<provider>[/<path>]``: the twisted.web side of ingest.
 
 The request body is capped before it is read (413 at the first byte over the
-limit); the provider parses it; the store commits it; only then is the CI
-system answered 2xx. Every answer is JSON, and no bad input gets a 5xx.
+limit); the provider parses it; :func:`~buildnotify.ingest.clean.clean`
+normalizes what the parser hands on; the store commits it; only then is the
+CI system answered 2xx. Every answer is JSON, and no bad input gets a 5xx:
+503 means the database is unavailable, and the CI should retry.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -20,6 +24,7 @@ from twisted.web import resource, server
 from buildnotify.events import utcnow
 from buildnotify.feeds.cctray import CCTrayResource
 from buildnotify.ingest.base import Delivery, HookError, HookRequest, Ignored, Provider, ProviderConfig
+from buildnotify.ingest.clean import clean
 from buildnotify.store import Recorded, Store
 
 log = logging.getLogger("buildnotify.ingest")
@@ -66,15 +71,16 @@ class HookResource(resource.Resource):
             received_at=utcnow(),
         )
         try:
-            delivery = self.parse(hook, self.config)
+            delivery = clean(self.parse(hook, self.config))
         except Ignored as e:
-            log.info("ignored %s: %s", self.name, e.reason)
+            log.info("ignored %s: %s", self.name, loggable(e.reason))
             return _json(request, 202, {"ignored": e.reason})
         except HookError as e:
-            log.info("rejected %s: %d %s", self.name, e.code, e.message)
+            log.info("rejected %s: %d %s", self.name, e.code, loggable(e.message))
             return _json(request, e.code, {"error": e.message})
-        except Exception:
-            log.exception("rejected %s: the %s parser failed on this payload", self.name, self.name)
+        except Exception as e:
+            # A parser bug: one line saying where, not a traceback per request.
+            log.error("rejected %s: 400, the parser failed: %s", self.name, loggable(_where(e)))
             return _json(request, 400, {"error": f"could not read this {self.name} payload"})
 
         finished = request.notifyFinish()
@@ -95,10 +101,10 @@ class HookResource(resource.Resource):
         log.info(
             "accepted %s %s %s: %s (delivery %s%s)",
             self.name,
-            ",".join(projects),
+            loggable(",".join(projects)),
             statuses,
             outcome,
-            delivery.key,
+            loggable(delivery.key),
             f", source {delivery.source}" if delivery.source else "",
         )
         body = {
@@ -110,6 +116,16 @@ class HookResource(resource.Resource):
         self._finish(request, _json(request, 200, body))
 
     def _failed(self, failure: Failure, request: server.Request) -> None:
+        if refused_value(failure.value):
+            # clean() should have made this impossible: one line, and no endless retries.
+            log.error(
+                "rejected %s: 400, the database refused a value: %s",
+                self.name,
+                loggable(_where(failure.value)),
+            )
+            body = {"error": "the event store refused a value of this delivery"}
+            self._finish(request, _json(request, 400, body))
+            return
         log.error("store failed for %s: %s", self.name, failure.getErrorMessage(), exc_info=failure.value)
         # Not the sender's fault and nothing was committed: 503 asks the CI to retry.
         self._finish(request, _json(request, 503, {"error": "the event store is unavailable; retry later"}))
@@ -119,6 +135,35 @@ class HookResource(resource.Resource):
         if not request._disconnected:
             request.write(body)
             request.finish()
+
+
+def refused_value(error: BaseException) -> bool:
+    """Whether the store failed on a value of the delivery (which a retry
+    cannot fix) rather than because the database is unavailable: a PEP 249
+    DataError or IntegrityError, or the driver refusing a Python value."""
+    if isinstance(error, (OverflowError, UnicodeError, ValueError)):
+        return True
+    error = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's exception
+    return any(cls.__name__ in ("DataError", "IntegrityError") for cls in type(error).__mro__)
+
+
+LOG_LIMIT = 300
+
+
+def loggable(value: str) -> str:
+    """``value`` for a log line: anything unprintable (control and format
+    characters, line separators, lone surrogates) escaped as ``\\n``,
+    ``\\x00``, ``\\ud800``; cut to LOG_LIMIT characters."""
+    if len(value) > LOG_LIMIT:
+        value = f"{value[:LOG_LIMIT]}... ({len(value)} characters)"
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in value)
+
+
+def _where(error: BaseException) -> str:
+    """``KeyError: 'x' at github.py:120``: the exception and its innermost frame."""
+    frames = traceback.extract_tb(error.__traceback__)
+    at = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}: {error}{at}"
 
 
 class HooksResource(resource.Resource):

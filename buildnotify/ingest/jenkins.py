@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,11 +24,13 @@ from buildnotify.ingest.base import (
     constant_time_equal,
     field,
     first,
+    integer,
     load_json,
     match_token,
     optional,
     parse_time,
     require_json,
+    text,
 )
 
 NAME = "jenkins"
@@ -61,13 +63,12 @@ def parse(request: HookRequest, config: ProviderConfig) -> Delivery:
     require_json(request)
     data = load_json(request.body)
     name = field(data, "name", str)
-    number = field(data, "build.number", int)
+    number = integer(data, "build.number", required=True)
     phase = field(data, "build.phase", str).upper()
     if phase in _PHASES:
         status = _PHASES[phase]
     elif phase in _FINISHED:
-        result = optional(data, "build.status")
-        status = map_status(NAME, STATUS_MAP, result if isinstance(result, str) else None)
+        status = map_status(NAME, STATUS_MAP, text(data, "build.status"))
     else:
         raise Ignored(f"unsupported Jenkins phase {phase!r}")
 
@@ -75,7 +76,7 @@ def parse(request: HookRequest, config: ProviderConfig) -> Delivery:
     # a multibranch project. Not split at the branch: QUEUED and STARTED come
     # before checkout and carry no scm data, and every phase must land on the
     # same (project, pipeline).
-    path = _job_path(data.get("url")) or [name]
+    path = _job_path(text(data, "url")) or [name]
     job = "/".join(path)
     key = f"{job}#{number}:{'COMPLETED' if phase in _FINISHED else phase}"
     timestamp = parse_time(optional(data, "build.timestamp"))
@@ -85,9 +86,7 @@ def parse(request: HookRequest, config: ProviderConfig) -> Delivery:
     elif phase in _FINISHED:
         # COMPLETED: start + duration; FINALIZED: a little later, once post-build steps ran
         finished_at = timestamp
-        duration = optional(data, "build.duration")
-        if timestamp and isinstance(duration, int) and not isinstance(duration, bool) and duration > 0:
-            started_at = timestamp - timedelta(milliseconds=duration)
+        started_at = _start(timestamp, optional(data, "build.duration"))
     culprits = optional(data, "build.scm.culprits")
     event = BuildEvent(
         provider=NAME,
@@ -96,10 +95,13 @@ def parse(request: HookRequest, config: ProviderConfig) -> Delivery:
         build_id=str(number),
         build_number=number,
         status=status,
-        branch=_branch(optional(data, "build.scm.branch")),
-        sha=optional(data, "build.scm.commit") or None,
-        author=Author(login=culprits[0] if isinstance(culprits, list) and culprits else None),
-        url=optional(data, "build.full_url") or None,
+        branch=_branch(text(data, "build.scm.branch")),
+        sha=text(data, "build.scm.commit"),
+        # Jenkins user ids; an entry that is not one is passed over
+        author=Author(
+            login=first(c for c in culprits if isinstance(c, str)) if isinstance(culprits, list) else None
+        ),
+        url=text(data, "build.full_url"),
         started_at=started_at,
         finished_at=finished_at,
         received_at=request.received_at,
@@ -139,10 +141,22 @@ def _basic_password(request: HookRequest) -> str | None:
     return decoded.partition(":")[2] or None
 
 
-def _job_path(url: Any) -> list[str]:
+def _start(finished: datetime | None, duration: Any) -> datetime | None:
+    """When a build that took ``duration`` milliseconds and finished at
+    ``finished`` started; None when either is missing or unusable (like any
+    time, not worth refusing a build result for)."""
+    if finished is None or not isinstance(duration, int) or isinstance(duration, bool) or duration <= 0:
+        return None
+    try:
+        return finished - timedelta(milliseconds=duration)
+    except OverflowError:  # a duration of millennia
+        return None
+
+
+def _job_path(url: str | None) -> list[str]:
     """``job/team/job/widget/`` → ``["team", "widget"]``: the full name with
     folders, which ``name`` (the job's short name) lacks."""
-    if not isinstance(url, str):
+    if url is None:
         return []
     parts = [p for p in url.strip("/").split("/") if p]
     if len(parts) < 2 or len(parts) % 2 or any(p != "job" for p in parts[::2]):
@@ -150,7 +164,7 @@ def _job_path(url: Any) -> list[str]:
     return [unquote(p) for p in parts[1::2]]
 
 
-def _branch(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
+def _branch(value: str | None) -> str | None:
+    if value is None or not value.strip():
         return None
     return _BRANCH_PREFIX.sub("", value.strip()) or None
