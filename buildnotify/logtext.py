@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
+#: how much of one outside value a log line shows
+LOG_LIMIT = 300
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 
-
-def printable(text: object, limit: int = 200) -> str:
-    """``text`` on one line: control characters, lone surrogates and line
-    separators escaped (a log line cannot be forged or split), cut to
+def printable(value: object, limit: int = LOG_LIMIT) -> str:
+    """``value`` on one line: anything unprintable (control and format
+    characters, line separators, lone surrogates) escaped as ``\\n``,
+    ``\\x00``, ``\\ud800``, so a log line cannot be forged or split; cut to
     ``limit`` characters."""
-    value = text if isinstance(text, str) else repr(text)
-    if len(value) > limit:
-        value = value[:limit] + "..."
-    return _UNPRINTABLE.sub(
-        lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), value
-    )
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

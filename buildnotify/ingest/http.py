@@ -25,6 +25,7 @@ from buildnotify.events import utcnow
 from buildnotify.feeds.cctray import CCTrayResource
 from buildnotify.ingest.base import Delivery, HookError, HookRequest, Ignored, Provider, ProviderConfig
 from buildnotify.ingest.clean import clean
+from buildnotify.logtext import printable
 from buildnotify.store import Recorded, Store
 
 log = logging.getLogger("buildnotify.ingest")
@@ -73,14 +74,14 @@ class HookResource(resource.Resource):
         try:
             delivery = clean(self.parse(hook, self.config))
         except Ignored as e:
-            log.info("ignored %s: %s", self.name, loggable(e.reason))
+            log.info("ignored %s: %s", self.name, printable(e.reason))
             return _json(request, 202, {"ignored": e.reason})
         except HookError as e:
-            log.info("rejected %s: %d %s", self.name, e.code, loggable(e.message))
+            log.info("rejected %s: %d %s", self.name, e.code, printable(e.message))
             return _json(request, e.code, {"error": e.message})
         except Exception as e:
             # A parser bug: one line saying where, not a traceback per request.
-            log.error("rejected %s: 400, the parser failed: %s", self.name, loggable(_where(e)))
+            log.error("rejected %s: 400, the parser failed: %s", self.name, printable(_where(e)))
             return _json(request, 400, {"error": f"could not read this {self.name} payload"})
 
         finished = request.notifyFinish()
@@ -101,10 +102,10 @@ class HookResource(resource.Resource):
         log.info(
             "accepted %s %s %s: %s (delivery %s%s)",
             self.name,
-            loggable(",".join(projects)),
+            printable(",".join(projects)),
             statuses,
             outcome,
-            loggable(delivery.key),
+            printable(delivery.key),
             f", source {delivery.source}" if delivery.source else "",
         )
         body = {
@@ -121,7 +122,7 @@ class HookResource(resource.Resource):
             log.error(
                 "rejected %s: 400, the database refused a value: %s",
                 self.name,
-                loggable(_where(failure.value)),
+                printable(_where(failure.value)),
             )
             body = {"error": "the event store refused a value of this delivery"}
             self._finish(request, _json(request, 400, body))
@@ -140,23 +141,13 @@ class HookResource(resource.Resource):
 def refused_value(error: BaseException) -> bool:
     """Whether the store failed on a value of the delivery (which a retry
     cannot fix) rather than because the database is unavailable: a PEP 249
-    DataError or IntegrityError, or the driver refusing a Python value."""
+    DataError, or the driver refusing a Python value. (An IntegrityError is
+    not one: with clean values it only comes from a race with another hub
+    node storing the same delivery, and the retry finds it stored.)"""
     if isinstance(error, (OverflowError, UnicodeError, ValueError)):
         return True
     error = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's exception
-    return any(cls.__name__ in ("DataError", "IntegrityError") for cls in type(error).__mro__)
-
-
-LOG_LIMIT = 300
-
-
-def loggable(value: str) -> str:
-    """``value`` for a log line: anything unprintable (control and format
-    characters, line separators, lone surrogates) escaped as ``\\n``,
-    ``\\x00``, ``\\ud800``; cut to LOG_LIMIT characters."""
-    if len(value) > LOG_LIMIT:
-        value = f"{value[:LOG_LIMIT]}... ({len(value)} characters)"
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in value)
+    return any(cls.__name__ == "DataError" for cls in type(error).__mro__)
 
 
 def _where(error: BaseException) -> str:
