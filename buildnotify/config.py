@@ -55,6 +55,7 @@ class PBSettings:
     login_timeout: float = 10.0  # seconds a connection has to log in (again, once its sessions end)
     idle_timeout: float = 300.0  # seconds a session without a mind may stay silent
     connections_per_address: int = 32  # PB connections from one address at once
+    access_poll: float = 1.0  # seconds between looks for access changes made by the account commands
     retention_days: int = 30  # how far back a reconnecting client can catch up (reported)
     login_failures: int = 5  # failed logins per peer address ...
     login_window: float = 60.0  # ... per this many seconds

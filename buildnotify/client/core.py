@@ -11,6 +11,8 @@ A front end passes a *listener*: any object with some of these methods
     on_state(state)     a State: connecting, connected, catching up, live,
                         disconnected (with retry_in), stopped
     on_goodbye(reason)  the hub said goodbye ("signed in elsewhere", "too slow")
+    on_access_lost(projects, reason)  these projects are no longer shown to this
+                        user (made private, or the user left their members)
 
 and drives the client with ``start()`` (a Deferred that fires with an
 :class:`Outcome` when the client stops for good) and ``stop()``::
@@ -110,6 +112,9 @@ class Listener:
         pass
 
     def on_goodbye(self, reason: str) -> None:
+        pass
+
+    def on_access_lost(self, projects: list[str], reason: str) -> None:
         pass
 
 
@@ -221,6 +226,10 @@ class _Mind(pb.Referenceable):
     def remote_goodbye(self, reason: Any) -> None:
         if self._current():
             self.client._received_goodbye(self.link, str(reason))
+
+    def remote_unwatched(self, projects: Any, reason: Any) -> None:
+        if self._current() and isinstance(projects, list) and all(isinstance(p, str) for p in projects):
+            self.client._lost_access(projects, str(reason))
 
     def remote_ping(self) -> str:
         return "pong"
@@ -547,6 +556,17 @@ class WatchClient:
                 )
             )
         # otherwise ("too slow", ...) the hub closes the connection and we come back
+
+    def _lost_access(self, projects: list[str], reason: str) -> None:
+        """Watch the rest from now on: naming a project we may not see would
+        make every reconnect's watch fail."""
+        if self.projects is not None:
+            self.projects = [p for p in self.projects if p not in projects]
+            if not self.projects:
+                self._end(
+                    Outcome(Ending.REFUSED, f"no project left to watch: {', '.join(projects)}: {reason}")
+                )
+        self._notify("on_access_lost", projects, reason)
 
     def _notify(self, method: str, *args: Any) -> None:
         callback = getattr(self.listener, method, None)

@@ -360,6 +360,9 @@ class Terminal:
     def on_goodbye(self, reason: str) -> None:
         self.status.permanent(f"the hub said goodbye: {reason}")
 
+    def on_access_lost(self, projects: list[str], reason: str) -> None:
+        self.status.permanent(f"no longer watching {', '.join(projects)}: {reason}")
+
 
 # -- running it -----------------------------------------------------------------------
 

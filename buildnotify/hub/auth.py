@@ -34,7 +34,8 @@ class LoginFailed(pb.Error):
 
 @implementer(ICredentialsChecker)
 class TokenChecker:
-    """Developer name + token; the avatar id is ``(developer id, name)``."""
+    """Developer name + token; the avatar id is ``(developer id, name, token
+    hash)``: the hash tells a session whether its token has been replaced."""
 
     credentialInterfaces = (credentials.IUsernamePassword,)
 
@@ -46,10 +47,10 @@ class TokenChecker:
         token = creds.password.decode("utf-8", "replace")
         d = self.store.read(accounts.check_token, name=name, token=token)
 
-        def checked(developer_id: int | None) -> tuple[int, str]:
+        def checked(developer_id: int | None) -> tuple[int, str, str]:
             if developer_id is None:
                 raise error.UnauthorizedLogin("unknown developer or wrong token")
-            return (developer_id, name)
+            return (developer_id, name, accounts.hash_token(token))
 
         return d.addCallback(checked)
 

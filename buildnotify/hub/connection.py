@@ -129,6 +129,18 @@ class HubConnection(ProtocolWrapper):
             self.outbox.close()
         for data in last:
             self.transport.write(data)
+        self._half_close()
+
+    def finish(self) -> None:
+        """Close our side once what the outbox holds is written (reading
+        goes on and is ignored, as in :meth:`close_after`)."""
+        self.closing = True
+        if self.outbox is None:
+            return
+        self.outbox.flush()  # what was sent this turn (a goodbye) goes out now, or queues
+        self.outbox.drained().addCallback(lambda _: self._half_close())
+
+    def _half_close(self) -> None:
         (getattr(self.transport, "loseWriteConnection", None) or self.transport.loseConnection)()
 
     def abort(self) -> None:

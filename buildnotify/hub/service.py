@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from buildnotify.config import PBSettings
 from buildnotify.events import BuildEvent, utcnow
+from buildnotify.hub.access import AccessWatch
 from buildnotify.hub.auth import Client, LoginFailed, LoginRoot, LoginThrottle, TokenChecker
 from buildnotify.hub.connection import ConnectionGuard, HubConnection
 from buildnotify.hub.outbox import Flusher
@@ -40,7 +41,8 @@ from buildnotify.hub.sessions import (
     Session,
 )
 from buildnotify.hub.wire import OneWayCall
-from buildnotify.store import Store, personal
+from buildnotify.store import Store, accounts, personal
+from buildnotify.store.accounts import AccessChange
 from buildnotify.store.record import Alert
 from buildnotify.store.schema import claims
 
@@ -147,15 +149,24 @@ class PBService:
         self._unsubscribe = store.subscribe(self.committed)
         self._heartbeat = LoopingCall(self._ping_everyone)
         self._heartbeat.clock = self.clock
+        self.access = AccessWatch(store, self.clock, settings.access_poll, self.access_changed)
         self._timers: set[Any] = set()  # pending drops and aborts, cancelled by stop()
 
     async def start(self) -> None:
         for claim in await self.store.read(_all_claims):
             self.room(claim["project"]).claims[(claim["pipeline"], claim["branch"] or "")] = claim
         self._heartbeat.start(self.settings.heartbeat, now=False)
+        await self.access.start()
+
+    @property
+    def access_version(self) -> int:
+        """The newest access change applied to the sessions: a watch that saw
+        it move while it waited checks what it joined again."""
+        return self.access.last_id
 
     def stop(self) -> None:
         self._unsubscribe()
+        self.access.stop()
         if self._heartbeat.running:
             self._heartbeat.stop()
         for call in list(self._timers):
@@ -253,6 +264,54 @@ class PBService:
         for session in list(connection.sessions):
             session.end("disconnected")
 
+    # -- access taken away ----------------------------------------------------------
+
+    def access_changed(self, changes: Sequence[AccessChange]) -> None:
+        """Apply access changes made anywhere: the sessions of a removed
+        developer or of a replaced token end; a project a session may no
+        longer see stops reaching it."""
+        developers = {c.subject for c in changes if c.kind == "developer"}
+        projects = {c.subject for c in changes if c.kind == "project"}
+        d = Deferred.fromCoroutine(self._apply_access(developers, projects))
+        d.addErrback(lambda f: log.error("applying access changes failed: %s", f.getErrorMessage()))
+
+    async def _apply_access(self, developers: set[str], projects: set[str]) -> None:
+        if developers:
+            current = await self.store.read(accounts.signed_in_as, names=developers)
+            for session in self.sessions:
+                who = session.developer
+                if (
+                    who is not None
+                    and who.name in developers
+                    and current.get(who.name) != (who.id, who.token_hash)
+                ):
+                    self.dismiss(
+                        session, "your sign-in is no longer valid: token replaced or account removed"
+                    )
+        watching = [s for s in self.sessions if isinstance(s, ObserverSession) and s.watching & projects]
+        hidden: dict[int | None, set[str]] = {}
+        for session in watching:
+            if session.developer_id not in hidden:
+                hidden[session.developer_id] = await self.store.read(
+                    accounts.hidden_from, developer_id=session.developer_id
+                )
+            lost = projects & hidden[session.developer_id]
+            if lost and session.ended is None:
+                session.lose_sight(lost)
+
+    def dismiss(self, session: Session, reason: str) -> None:
+        """Say goodbye (to a session with a mind), end the session, and close
+        its connection once that is sent if no other session uses it."""
+        if session.ended is not None:
+            return
+        log.info("ending %s session of %s: %s", session.kind, session.who, reason)
+        if isinstance(session, ObserverSession):
+            session.goodbye(reason)
+        session.end(reason)
+        if not session.connection.sessions:
+            session.connection.finish()
+            self.later(self.settings.grace, _abort, session.connection.transport)
+
     # -- dropping clients ------------------------------------------------------------
 
     def later(self, delay: float, f: Any, *args: Any) -> Any:
@@ -271,7 +330,7 @@ class PBService:
         only if no other session uses it."""
         if session.ended is not None:
             return
-        log.info("dropping %s session of %s: %s", session.kind, _who(session), reason)
+        log.info("dropping %s session of %s: %s", session.kind, session.who, reason)
         session.end(reason)
         if not session.connection.sessions:
             session.connection.abort()
@@ -282,7 +341,7 @@ class PBService:
         it never reads even that, abort after the grace period."""
         observers = [s for s in connection.sessions if isinstance(s, ObserverSession)]
         for session in list(connection.sessions):
-            log.info("dropping %s session of %s: too slow", session.kind, _who(session))
+            log.info("dropping %s session of %s: too slow", session.kind, session.who)
             session.end("too slow")
         goodbye = OneWayCall("goodbye", "too slow")
         connection.close_after([goodbye.for_object(session.mind.luid) for session in observers])
@@ -302,7 +361,7 @@ class PBService:
         if alive or connection not in self.connections:
             return
         for session in list(connection.sessions):
-            log.info("dropping %s session of %s: no heartbeat", session.kind, _who(session))
+            log.info("dropping %s session of %s: no heartbeat", session.kind, session.who)
             session.end("no heartbeat")
         connection.abort()
 
@@ -338,7 +397,3 @@ def _abort(transport: Any) -> None:
 def _all_claims(conn: Any) -> list[dict[str, Any]]:
     projects = conn.execute(select(claims.c.project).distinct()).scalars().all()
     return personal.claims_for(conn, projects)
-
-
-def _who(session: Session) -> str:
-    return session.developer.name if session.developer else "anonymous"

@@ -56,6 +56,7 @@ class SessionEnded(pb.Error):
 class Developer:
     id: int
     name: str
+    token_hash: str = ""  # of the token the session signed in with: a new one ends the session
 
 
 class Session(pb.Avatar):
@@ -103,6 +104,11 @@ class Session(pb.Avatar):
             self.service.session_ended(self)
 
     @property
+    def who(self) -> str:
+        """The developer's name, or "anonymous" (for log lines)."""
+        return self.developer.name if self.developer else "anonymous"
+
+    @property
     def developer_id(self) -> int | None:
         return self.developer.id if self.developer else None
 
@@ -119,7 +125,7 @@ class Session(pb.Avatar):
 
     async def _hidden_projects(self) -> set[str]:
         """Private projects this session may not see."""
-        return await self.service.store.read(_hidden, developer_id=self.developer_id)
+        return await self.service.store.read(accounts.hidden_from, developer_id=self.developer_id)
 
     async def _require_visible(self, projects: list[str]) -> list[str]:
         hidden = await self._hidden_projects()
@@ -146,6 +152,11 @@ class Session(pb.Avatar):
             "kind": self.kind,
             "retention_days": self.service.settings.retention_days,
         }
+
+    async def perspective_projects(self) -> list[dict[str, Any]]:
+        """Every project this session may see, with builds or not."""
+        found = await self.service.store.read(accounts.visible_projects, developer_id=self.developer_id)
+        return [{"project": name, "private": private} for name, private in found]
 
     async def perspective_history(
         self, project: str | None = None, limit: int = 50, before: int | None = None
@@ -337,6 +348,17 @@ class ObserverSession(Session):
     def goodbye(self, reason: str) -> None:
         self.deliver(OneWayCall("goodbye", reason))
 
+    def lose_sight(self, projects: set[str]) -> None:
+        """This session may no longer see ``projects``: stop pushing them and
+        tell the client (``unwatched``)."""
+        lost = sorted(projects & self.watching)
+        for project in lost:
+            self.watching.discard(project)
+            self.service.leave(project, self)
+        if lost:
+            log.info("%s session of %s no longer sees %s", self.kind, self.who, ", ".join(lost))
+            self.deliver(OneWayCall("unwatched", lost, "no such project, or it is private"))
+
     def fail(self, reason: str) -> None:
         """Something went wrong on our side: end the session (and close its
         connection if nothing else uses it) so the client resumes afresh."""
@@ -372,6 +394,8 @@ class ObserverSession(Session):
     async def _watch(self, projects: list[str] | None, since: int | None) -> dict[str, Any]:
         since = arguments.optional_integer(since, "since")
         skipped: list[str] = []
+        named = projects is not None
+        access = self.service.access_version  # what the visibility check below has seen
         if projects is None:
             if self.developer is None:
                 raise NotAllowed("anonymous sessions must name the projects to watch")
@@ -396,6 +420,14 @@ class ObserverSession(Session):
         head = self.service.store.head  # every event up to here was announced before we joined
         replayed = 0
         try:
+            if self.service.access_version != access:  # access changed while we looked
+                lost = await self._hidden_projects() & set(joined)
+                for project in lost:
+                    self.watching.discard(project)
+                    self.service.leave(project, self)
+                if lost and named:
+                    raise NotAllowed(f"no such project, or it is private: {', '.join(sorted(lost))}")
+                skipped += sorted(lost)
             if since is not None:
                 replayed = await self._replay(since)
         except BaseException:
@@ -407,7 +439,8 @@ class ObserverSession(Session):
             held, self._backlog = self._backlog or [], None
         self._last_id = max(self._last_id, head)  # replayed, or before this watch began
         for event, call in held:
-            self.deliver_event(event, call)
+            if event.project in self.watching:
+                self.deliver_event(event, call)
         oldest = await self.service.store.read(queries.oldest_id)
         self._require_running()
         # the answer follows the events it reports through the same outbox
@@ -506,13 +539,6 @@ class DeveloperSession(ObserverSession):
 
 def alert_wire(alert_id: int, developer: str, event: BuildEvent) -> dict[str, Any]:
     return {"alert_id": alert_id, "developer": developer, "event": event.to_dict()}
-
-
-def _hidden(conn: Any, developer_id: int | None) -> set[str]:
-    private = accounts.private_projects(conn)
-    if not private or developer_id is None:
-        return private
-    return private - accounts.memberships(conn, developer_id)
 
 
 def _event_page(conn: Any, max_bytes: int = ANSWER_BYTES, **query: Any) -> list[dict[str, Any]]:

@@ -9,17 +9,19 @@ in; the plaintext is returned once, when it is issued.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from buildnotify.events import utcnow
 from buildnotify.store.schema import (
+    access_changes,
     alerts,
     claims,
     developers,
@@ -81,6 +83,7 @@ def issue_token(conn: Connection, name: str) -> str:
     conn.execute(
         update(developers).where(developers.c.id == developer_id).values(token_hash=hash_token(token))
     )
+    _changed(conn, "developer", name)  # sessions signed in with the old token end
     return token
 
 
@@ -141,6 +144,7 @@ def remove_developer(conn: Connection, name: str) -> None:
         conn.execute(delete(table).where(table.c.developer_id == developer_id))
     conn.execute(delete(claims).where(claims.c.developer == name))
     conn.execute(delete(developers).where(developers.c.id == developer_id))
+    _changed(conn, "developer", name)
 
 
 def list_developers(conn: Connection) -> list[Developer]:
@@ -190,6 +194,7 @@ def set_private(conn: Connection, project: str, private: bool) -> None:
     build on."""
     _ensure_project(conn, project)
     conn.execute(update(projects).where(projects.c.name == project).values(private=private))
+    _changed(conn, "project", project)
 
 
 def add_member(conn: Connection, project: str, name: str) -> bool:
@@ -200,6 +205,7 @@ def add_member(conn: Connection, project: str, name: str) -> bool:
     if _is_member(conn, project, developer_id):
         return False
     conn.execute(insert(members).values(project=project, developer_id=developer_id))
+    _changed(conn, "project", project)
     return True
 
 
@@ -209,6 +215,8 @@ def remove_member(conn: Connection, project: str, name: str) -> bool:
     result = conn.execute(
         delete(members).where(members.c.project == project, members.c.developer_id == developer_id)
     )
+    if result.rowcount:
+        _changed(conn, "project", project)
     return result.rowcount > 0
 
 
@@ -253,6 +261,22 @@ def visible(conn: Connection, project: str, developer_id: int | None) -> bool:
 def private_projects(conn: Connection) -> set[str]:
     """The names of all private projects (for a cache of :func:`visible`)."""
     return set(conn.scalars(select(projects.c.name).where(projects.c.private.is_(True))))
+
+
+def visible_projects(conn: Connection, developer_id: int | None) -> list[tuple[str, bool]]:
+    """(name, private) of every known project a developer (None: anonymous)
+    may see, by name."""
+    hidden = hidden_from(conn, developer_id)
+    rows = conn.execute(select(projects.c.name, projects.c.private).order_by(projects.c.name))
+    return [(row.name, bool(row.private)) for row in rows if row.name not in hidden]
+
+
+def hidden_from(conn: Connection, developer_id: int | None) -> set[str]:
+    """The private projects a developer (None: anonymous) may not see."""
+    private = private_projects(conn)
+    if not private or developer_id is None:
+        return private
+    return private - memberships(conn, developer_id)
 
 
 def memberships(conn: Connection, developer_id: int) -> set[str]:
@@ -320,3 +344,37 @@ def _ensure_project(conn: Connection, project: str) -> None:
         .values(name=project, private=False, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=[projects.c.name])
     )
+
+
+# -- what hubs learn of changes ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessChange:
+    id: int
+    kind: str  # "project" or "developer"
+    subject: str  # the project's or the developer's name
+
+
+def _changed(conn: Connection, kind: str, subject: str) -> None:
+    """Record, in the caller's transaction, that who may see ``subject``
+    changed: every hub applies it to the sessions it holds."""
+    conn.execute(insert(access_changes).values(kind=kind, subject=subject, changed_at=utcnow()))
+
+
+def signed_in_as(conn: Connection, names: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+    """``{name: (developer id, token hash)}`` of the developers that exist."""
+    query = select(developers.c.name, developers.c.id, developers.c.token_hash).where(
+        developers.c.name.in_(list(names))
+    )
+    return {row.name: (row.id, row.token_hash) for row in conn.execute(query)}
+
+
+def changes_after(conn: Connection, after_id: int, limit: int = 1000) -> list[AccessChange]:
+    """Access changes with an id over ``after_id``, oldest first."""
+    query = select(access_changes).where(access_changes.c.id > after_id).order_by(access_changes.c.id)
+    return [AccessChange(row.id, row.kind, row.subject) for row in conn.execute(query.limit(limit))]
+
+
+def last_change_id(conn: Connection) -> int:
+    return conn.execute(select(func.max(access_changes.c.id))).scalar() or 0

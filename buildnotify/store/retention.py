@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, select
 
-from buildnotify.store.schema import alerts, builds, deliveries, events
+from buildnotify.store.schema import access_changes, alerts, builds, deliveries, events
 
 
 def prune(conn: Connection, cutoff: datetime) -> tuple[int, int]:
@@ -25,4 +25,5 @@ def prune(conn: Connection, cutoff: datetime) -> tuple[int, int]:
         delete(alerts).where(alerts.c.acked_at.is_not(None), alerts.c.event_id.not_in(select(events.c.id)))
     )
     old_deliveries = conn.execute(delete(deliveries).where(deliveries.c.received_at < cutoff)).rowcount
+    conn.execute(delete(access_changes).where(access_changes.c.changed_at < cutoff))  # long applied
     return old_events, old_deliveries

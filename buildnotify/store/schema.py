@@ -193,3 +193,16 @@ claims = Table(
     Column("claimed_at", UTCDateTime, nullable=False),
     UniqueConstraint("project", "pipeline", "branch", name="uq_claims_target"),
 )
+
+#: Every change of who may see what, appended by the account commands (which
+#: may run in another process) and read by every hub, which applies it to the
+#: sessions it holds: a project's visibility or members changed ("project"),
+#: a developer's token was replaced or the developer removed ("developer").
+access_changes = Table(
+    "access_changes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+)

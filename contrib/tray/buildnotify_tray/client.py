@@ -187,6 +187,11 @@ class TrayClient:
     def on_goodbye(self, reason: str) -> None:
         self.send("on_goodbye", reason)
 
+    def on_access_lost(self, projects: list[str], reason: str) -> None:
+        for project in projects:
+            self.send("on_unwatched", project)
+        self.send("on_hidden", projects)
+
     def on_state(self, state: State) -> None:
         if state.phase == Phase.CONNECTED:
             self._logged_in = True
@@ -200,7 +205,7 @@ class TrayClient:
         the projects one can see (all of them watched on a first run)."""
         watching = list(answer.get("watching") or [])
         recent = await recent_events(self._call)
-        visible = visible_projects(recent)
+        visible = await visible_projects(self._call)
         first_run = False
         if (
             self.user is not None

@@ -1,11 +1,9 @@
 """What the hub lets the user see, asked without disturbing anyone.
 
-- :func:`recent_events` and :func:`visible_projects`: the projects with
-  builds the session may see. The hub has no call that lists them, so they
-  are read from ``history()`` (the newest 1000 events): a project quiet for
-  longer is not offered. A hub method ``projects()`` would answer exactly
-  (see contrib/tray/README.md). The same events tell which builds are
-  running now, which ``status()`` (finished builds only) does not.
+- :func:`visible_projects`: every project the session may see (the hub's
+  ``projects()``), with builds or not.
+- :func:`recent_events`: the newest events, which tell which builds are
+  running now (``status()`` has finished builds only).
 - :func:`find_hidden`: which of the projects asked for the hub refuses to
   show (no such project, or private), and the visible ones, through a
   session without a mind, which replaces no client of the user's. The tray
@@ -35,9 +33,12 @@ async def recent_events(call: Callable[..., Awaitable[Any]]) -> list[dict[str, A
     return [e for e in events or () if isinstance(e, dict) and e.get("project")]
 
 
-def visible_projects(events: list[dict[str, Any]]) -> list[str]:
-    """The projects of ``events`` (see :func:`recent_events`)."""
-    return sorted({e["project"] for e in events})
+async def visible_projects(call: Callable[..., Awaitable[Any]]) -> list[str]:
+    """Every project the session may see; ``call`` as for :func:`recent_events`."""
+    rows = await call("projects")
+    return sorted(
+        r["project"] for r in rows or () if isinstance(r, dict) and isinstance(r.get("project"), str)
+    )
 
 
 def refused(error: BaseException) -> bool:
@@ -74,7 +75,7 @@ async def find_hidden(
                 if not refused(e):
                     raise
                 hidden.append(project)
-        return list(projects), hidden, visible_projects(await recent_events(perspective.callRemote))
+        return list(projects), hidden, await visible_projects(perspective.callRemote)
     finally:
         if broker.transport is not None:
             broker.transport.loseConnection()
