@@ -80,12 +80,15 @@ def database_url(testcase: unittest.TestCase, backend: str) -> str:
 
 
 def per_backend(mixin: type, namespace: dict[str, Any]) -> None:
-    """Define ``<Mixin>SQLite`` and ``<Mixin>PostgreSQL`` test cases in ``namespace``."""
+    """Define ``<Mixin>SQLite`` and ``<Mixin>PostgreSQL`` test cases in
+    ``namespace``. ``mixin`` may be a TestCase already (mark it ``__test__ =
+    False`` so that it does not run once more on its own)."""
     base = mixin.__name__.removesuffix("Tests")
+    bases = (mixin,) if issubclass(mixin, unittest.TestCase) else (mixin, unittest.TestCase)
     for backend, label in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
         name = f"Test{base}{label}"
         namespace[name] = type(
-            name, (mixin, unittest.TestCase), {"backend": backend, "__module__": mixin.__module__}
+            name, bases, {"backend": backend, "__module__": mixin.__module__, "__test__": True}
         )
 
 

@@ -141,7 +141,9 @@ class AnonymousAndClientlessTests(PBTestCase):
         self.assertEqual([e["project"] for e in history], ["acme/widget"])
         await wait_until(lambda: mind.events, what="the public event")
         self.assertEqual(mind.event_ids, [public])
-        self.assertEqual(await anonymous.callRemote("projects"), [{"project": "acme/widget", "private": False}])
+        self.assertEqual(
+            await anonymous.callRemote("projects"), [{"project": "acme/widget", "private": False}]
+        )
         _, member, _ = await self.developer("alice")
         await self.store.write(lambda conn: accounts.add_member(conn, "acme/secret", "alice"))
         self.assertEqual(

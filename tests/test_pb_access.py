@@ -15,6 +15,7 @@ from twisted.spread import pb
 
 from buildnotify.store import accounts
 from tests.pbclient import RecordingMind, add_developer, pause, wait_until
+from tests.support import per_backend
 from tests.test_pb import PBTestCase
 from tests.test_pb_sessions import closed, remote_type
 
@@ -32,7 +33,7 @@ class UnwatchedMind(RecordingMind):
 
 
 class AccessTests(PBTestCase):
-    __test__ = False  # run per backend, below
+    __test__ = False  # run per backend: per_backend below
 
     async def start_clocked(self) -> task.Clock:
         self.clock = task.Clock()
@@ -139,11 +140,4 @@ class AccessTests(PBTestCase):
         self.assertEqual([r["project"] for r in await later.callRemote("status")], [])
 
 
-class AccessSQLite(AccessTests):
-    __test__ = True
-    backend = "sqlite"
-
-
-class AccessPostgreSQL(AccessTests):
-    __test__ = True
-    backend = "postgresql"
+per_backend(AccessTests, globals())

@@ -17,6 +17,7 @@ from twisted.spread import jelly, pb
 from buildnotify.hub import arguments
 from buildnotify.store import accounts
 from tests.pbclient import Client, RecordingMind, add_developer
+from tests.support import per_backend
 from tests.test_pb import AUTHOR, PBTestCase
 from tests.test_pb_sessions import remote_type
 
@@ -27,7 +28,7 @@ INTERNALS = ("sqlalchemy", "Traceback", "builtins", "/work/", ".py", "SELECT", "
 
 
 class BadArgumentsTests(PBTestCase):
-    __test__ = False  # run per backend, below
+    __test__ = False  # run per backend: per_backend below
 
     async def developer_session(self) -> pb.RemoteReference:
         await self.start()
@@ -167,11 +168,4 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
-class BadArgumentsSQLite(BadArgumentsTests):
-    __test__ = True
-    backend = "sqlite"
-
-
-class BadArgumentsPostgreSQL(BadArgumentsTests):
-    __test__ = True
-    backend = "postgresql"
+per_backend(BadArgumentsTests, globals())
