@@ -117,7 +117,7 @@ class Realm:
                 await service.load_mutes(session)
                 if isinstance(session, DeveloperSession):
                     await service.developer(session.developer).attach(session)
-                session._require_running()  # the connection may have gone meanwhile
+                session.require_running()  # the connection may have gone meanwhile
             except BaseException:
                 session.end("login refused")  # untrack it: no session, no pings
                 raise

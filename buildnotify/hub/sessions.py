@@ -80,7 +80,7 @@ class Session(pb.Avatar):
         """PB's dispatch, plus: a clear error from an ended session, for an
         unknown method or for arguments that do not fit it, and ``async def``
         methods answered when they finish."""
-        self._require_running()
+        self.require_running()
         self.touched()
         method = getattr(self, f"perspective_{message}", None)
         if method is None:
@@ -112,7 +112,7 @@ class Session(pb.Avatar):
     def developer_id(self) -> int | None:
         return self.developer.id if self.developer else None
 
-    def _require_running(self) -> None:
+    def require_running(self) -> None:
         """Raise SessionEnded once the session has ended (after every await
         of a call that changes what the session holds)."""
         if self.ended is not None:
@@ -402,7 +402,7 @@ class ObserverSession(Session):
             projects, skipped = await self._saved_visible()
         else:
             projects = await self._require_visible(arguments.project_list(projects))
-        self._require_running()
+        self.require_running()
         if self.developer is not None:
             developer_id = self.developer.id
 
@@ -411,7 +411,7 @@ class ObserverSession(Session):
                     personal.set_watching(conn, developer_id, project, True)
 
             await self.service.store.write(save)
-            self._require_running()  # an ended session must not join rooms it never leaves
+            self.require_running()  # an ended session must not join rooms it never leaves
         joined = [p for p in projects if p not in self.watching]
         self._backlog = []  # subscribe first, so nothing committed from now on is missed
         for project in joined:
@@ -442,7 +442,7 @@ class ObserverSession(Session):
             if event.project in self.watching:
                 self.deliver_event(event, call)
         oldest = await self.service.store.read(queries.oldest_id)
-        self._require_running()
+        self.require_running()
         # the answer follows the events it reports through the same outbox
         return {
             "watching": sorted(self.watching),
