@@ -14,4 +14,6 @@ def printable(value: object, limit: int = LOG_LIMIT) -> str:
     text = value if isinstance(value, str) else str(value)
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text)} characters)"
+    if text.isprintable():
+        return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

@@ -35,6 +35,8 @@ _SURROGATES = re.compile(r"[\ud800-\udfff]")  # lone halves of a pair (JSON "\ud
 def normalized(value: str) -> str:
     """``value`` without control characters (line breaks and tabs become a
     space), lone surrogates replaced by U+FFFD, and white space trimmed."""
+    if value.isprintable():  # nearly every value: none of the characters below is printable
+        return value.strip()
     return _SURROGATES.sub("\ufffd", _CONTROLS.sub("", _SPACES.sub(" ", value))).strip()
 
 
