@@ -21,6 +21,7 @@ from twisted.spread import banana, pb
 from buildnotify.hub import sessions
 from buildnotify.store import accounts
 from tests.pbclient import Client, RecordingMind, add_developer, pause, wait_until
+from tests.support import per_backend
 from tests.test_pb import PBTestCase
 from tests.test_pb_sessions import closed, remote_type
 
@@ -42,7 +43,11 @@ class RawPeer(protocol.Protocol):
         self.lost.callback(None)
 
 
-class LimitsTestCase(PBTestCase):
+class AdversaryTests(PBTestCase):
+    """Every attack, on both databases (per_backend, at the end)."""
+
+    __test__ = False
+
     async def raw(self) -> RawPeer:
         host, port = self.hub.hub.pb_address.split(":")[1:]
         peer = RawPeer()
@@ -65,8 +70,6 @@ class LimitsTestCase(PBTestCase):
         [connection] = [c for c in self.hub.hub.service.connections if c.getPeer().port == port]
         return connection
 
-
-class FloodTests(LimitsTestCase):
     async def test_a_flood_of_calls_that_never_reads_is_dropped_at_the_byte_limit(self) -> None:
         queue_bytes = 128 * 1024
         await self.start(queue_bytes=queue_bytes, calls_in_flight=16)
@@ -127,8 +130,6 @@ class FloodTests(LimitsTestCase):
         self.assertEqual(await DeferredList(calls[:3]), [(True, [])] * 3)
         self.assertEqual(await perspective.callRemote("history", None, 5), [])  # room again
 
-
-class BeforeLoginTests(LimitsTestCase):
     async def test_an_unterminated_list_before_login_is_cut_off(self) -> None:
         await self.start()
         peer = await self.raw()
@@ -172,8 +173,6 @@ class BeforeLoginTests(LimitsTestCase):
             await perspective.callRemote("history", "x" * 100_000)
         await self.still_served(1)
 
-
-class SessionLimitTests(LimitsTestCase):
     async def test_a_clientless_session_that_stays_silent_is_ended(self) -> None:
         clock = task.Clock()
         await self.start(clock=clock, idle_timeout=300.0)
@@ -228,8 +227,6 @@ class SessionLimitTests(LimitsTestCase):
             messages, {"unknown developer or wrong token", "too many failed logins from 127.0.0.1"}
         )
 
-
-class IsolationTests(LimitsTestCase):
     async def test_an_observer_that_fails_does_not_stop_the_others(self) -> None:
         await self.start()
         broken_mind, mind = RecordingMind(), RecordingMind()
@@ -268,6 +265,9 @@ class IsolationTests(LimitsTestCase):
         for mind in minds[1:]:
             await wait_until(lambda m=mind: m.event_ids == [posted], what="the event on the healthy clients")
         await wait_until(lambda: closed(clients[0]), what="the failing connection to close")
+
+
+per_backend(AdversaryTests, globals())
 
 
 def _kind(failure: Any) -> str:
