@@ -79,7 +79,8 @@ class StatusTests(CommandTestCase):
         await self.start_hub()
         await self.hub.build(WIDGET, 1, "success")
         failed = await self.hub.build(WIDGET, 2, "failure", sha="0123456789abcdef", author=AUTHOR)
-        dev = await self.hub.build(WIDGET, 3, "success", branch="dev")
+        dev = await self.hub.build(WIDGET, 3, "failure", branch="dev")
+        dev = await self.hub.build(WIDGET, 4, "failure", branch="dev")
         green = await self.hub.build(GADGET, 1, "success")
         await self.hub.build("acme/other", 1, "failure")  # not asked for
 
@@ -94,6 +95,7 @@ class StatusTests(CommandTestCase):
             self.assertIn(part, widget_main)
         self.assertNotIn("89abcdef", widget_main)  # a short sha
         self.assertIn("dev", rows[1])
+        self.assertIn("still failing", rows[1])  # in words, as watch prints it
         self.assertNotIn("\033", result.out)  # not a terminal: no colours
         self.assertNotIn("acme/other", result.out)
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from buildnotify.client.settings import add_connection_options
-from buildnotify.client.watch import COLOURS, RESET
+from buildnotify.client.watch import COLOURS, RESET, transition_words
 
 # Only light imports at module level: the parser is built for every command.
 
@@ -371,7 +371,7 @@ def status_rows(states: Sequence[dict[str, Any]], now: datetime | None = None) -
             str(e.get("pipeline")),
             e.get("branch") or NO_BRANCH,
             str(e.get("status")),
-            e.get("transition") or "",
+            transition_words(e["transition"]) if e.get("transition") else "",
             (e.get("sha") or "")[:8],
             _author(e),
             age(e, now),
@@ -487,7 +487,7 @@ def alert_line(alert: dict[str, Any]) -> tuple[str, ...]:
     return (
         str(alert.get("alert_id")),
         age(event),
-        event.get("transition") or "",
+        transition_words(event["transition"]) if event.get("transition") else "",
         _where(event),
         (event.get("sha") or "")[:8],
         event.get("url") or "",

@@ -307,7 +307,7 @@ class Terminal:
                 self._out(format_event(event, self.colour))
             if self.notify and event.get("transition") in ("failed", "fixed"):
                 self.notify(
-                    f"{event.get('project')} {event.get('transition')}",
+                    f"{event.get('project')} {transition_words(event.get('transition'))}",
                     f"{_where(event)} by {_author(event)}",
                     urgent=event.get("transition") == "failed",
                 )
@@ -330,7 +330,7 @@ class Terminal:
         if self.notify:
             event = alert.get("event") or {}
             self.notify(
-                f"Your commit: {event.get('transition')}",
+                f"Your commit: {transition_words(event.get('transition'))}",
                 _where(event),
                 urgent=event.get("transition") != "fixed",
             )
