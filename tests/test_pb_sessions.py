@@ -5,6 +5,7 @@ security, login refusals and mutes."""
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from twisted.internet import reactor
@@ -15,9 +16,11 @@ from buildnotify.hub import sessions
 from buildnotify.hub.outbox import Outbox
 from buildnotify.hub.wire import SECURITY
 from tests.pbclient import Client, RecordingMind, add_developer, pause, wait_until
+from tests.support import clock_at
 from tests.test_pb import AUTHOR, PBTestCase
 
 WIDGET, GADGET = "acme/widget", "acme/gadget"
+T0 = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)  # where clocks of mute tests start
 
 
 def closed(client: Client) -> bool:
@@ -520,22 +523,31 @@ class MuteTests(PBTestCase):
         self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [broke, still, again])
 
     async def test_a_mute_for_some_minutes_runs_out(self) -> None:
-        await self.start()
+        clock = clock_at(T0)
+        await self.start(clock=clock)
         token = await add_developer(self.store, "alice", logins=["alice"])
         mind = RecordingMind()
         alice = await (await self.client()).login("alice", token, mind)
         await alice.callRemote("watch", [WIDGET, GADGET])
-        await alice.callRemote("mute", WIDGET, 0.02)  # 1.2 s
-        until = reactor.seconds() + 1.2
+        muted = await alice.callRemote("mute", WIDGET, 20)
+        self.assertEqual(muted["muted_until"], (T0 + timedelta(minutes=20)).isoformat())
         hidden = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
-        marker = await self.hub.build(GADGET, 1, "failure")
-        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
-        await pause(0.1)
-        self.assertEqual(mind.event_ids, [marker])
-        await pause(max(0.0, until - reactor.seconds()) + 0.1)
-        shown = await self.hub.build(WIDGET, 2, "failure", author=AUTHOR)
-        await wait_until(lambda: shown in mind.event_ids and mind.alerts, timeout=5, what="event and alert")
-        self.assertEqual(mind.event_ids, [marker, shown])
+        marker = await self.hub.build(GADGET, 1, "failure")  # not muted: once here, so is anything before it
+        await wait_until(lambda: marker in mind.event_ids, what=f"the gadget event {marker}")
+        self.assertEqual((mind.event_ids, mind.alerts), ([marker], []), "muted, yet pushed")
+        clock.advance(20 * 60 - 1)  # a second before the mute runs out
+        still = await self.hub.build(WIDGET, 2, "failure", author=AUTHOR)
+        later = await self.hub.build(GADGET, 2, "failure")
+        await wait_until(lambda: later in mind.event_ids, what=f"the gadget event {later}")
+        self.assertEqual(
+            (mind.event_ids, mind.alerts), ([marker, later], []), "pushed before the mute ran out"
+        )
+        clock.advance(1)  # it runs out
+        shown = await self.hub.build(WIDGET, 3, "failure", author=AUTHOR)
+        await wait_until(
+            lambda: shown in mind.event_ids and mind.alerts,
+            what=f"event {shown} and its alert after the mute",
+        )
+        self.assertEqual(mind.event_ids, [marker, later, shown])
         self.assertEqual([a["event"]["id"] for a in mind.alerts], [shown])
-        self.assertEqual(len(await alice.callRemote("alerts")), 2)
-        self.assertNotIn(hidden, mind.event_ids)
+        self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [hidden, still, shown])
