@@ -26,7 +26,7 @@ from buildnotify.client import (
 )
 from buildnotify.client.resume import state_file_name
 from buildnotify.config import PBSettings
-from tests.pbclient import Client, RecordingMind, add_developer, missing_events, pause, wait_until
+from tests.pbclient import EPSILON, Client, RecordingMind, add_developer, missing_events, pause, wait_until
 from tests.support import RunningHub
 
 WIDGET = "acme/widget"
@@ -34,7 +34,6 @@ AUTHOR = {"name": "Alice", "email": "alice@example.com", "login": "alice"}
 
 
 SEED = 20261129  # every random choice in these tests comes from it
-EPSILON = 0.001  # seconds on a task.Clock: "just before" and "just after"
 
 
 def fast_retries(seed: int = SEED) -> Any:
