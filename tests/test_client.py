@@ -26,7 +26,15 @@ from buildnotify.client import (
 )
 from buildnotify.client.resume import state_file_name
 from buildnotify.config import PBSettings
-from tests.pbclient import EPSILON, Client, RecordingMind, add_developer, missing_events, pause, wait_until
+from tests.pbclient import (
+    EPSILON,
+    Client,
+    RecordingMind,
+    add_developer,
+    delivered,
+    missing_events,
+    wait_until,
+)
 from tests.support import RunningHub
 
 WIDGET = "acme/widget"
@@ -135,7 +143,7 @@ class DeliveryTests(ClientTestCase):
         posted = [await self.hub.build(WIDGET, n, s) for n, s in ((1, "failure"), (2, "success"))]
         await self.hub.build("acme/gadget", 1, "failure")  # not watched
         await wait_until(lambda: len(recorder.events) == 2, what="two events")
-        await pause(0.1)
+        await delivered(client.perspective)  # a third would be here by now
         self.assertEqual(recorder.ids, posted)
         self.assertEqual([e["transition"] for e in recorder.events], ["failed", "fixed"])
         self.assertEqual(client.last_id, posted[-1])
@@ -158,7 +166,7 @@ class DeliveryTests(ClientTestCase):
         self.assertEqual(recorder.claims[0]["state"], "claimed")
         client.reconnect()  # the hub sends the unacknowledged alert again on login ...
         await wait_until(lambda: recorder.phases.count(Phase.LIVE) == 2, what="the second session")
-        await pause(0.2)
+        await delivered(client.perspective)  # an alert shown twice would be here by now
         self.assertEqual(len(recorder.alerts), 1)  # ... and the client shows it once
 
     async def test_a_wrong_token_stops_the_client_without_retrying(self) -> None:
@@ -272,7 +280,8 @@ class ReconnectTests(ClientTestCase):
         await wait_until(
             lambda: recorder.ids == stored, timeout=20, what=self.every_event(stored, recorder, client)
         )
-        await pause(0.2)
+        await self.live(client)
+        await delivered(client.perspective)  # a repeated event would be here by now
         self.assertEqual(recorder.ids, stored)
         self.assertEqual(client.duplicates, 0)  # resume, not the safety net, kept them single
         self.assertGreaterEqual(recorder.phases.count(Phase.CATCHING_UP), 3)

@@ -22,7 +22,7 @@ from tests.pbclient import (
     add_developer,
     answered,
     delivered,
-    pause,
+    missing_events,
     refusal,
     wait_until,
 )
@@ -264,6 +264,9 @@ class ResumeTests(PBTestCase):
     """A client that reconnects with the last id it saw gets every event of
     its projects exactly once, in id order."""
 
+    def setUp(self) -> None:
+        self.delayed: list[Any] = []  # announcements a test holds back, as calls on the reactor
+
     async def resume(self, away: int) -> dict[str, Any]:
         numbers = itertools.count(1)
 
@@ -302,9 +305,17 @@ class ResumeTests(PBTestCase):
         done = True
         await poster
         stored = [e.id for e in await self.hub.events(WIDGET)]
-        await wait_until(lambda: stored[-1] in second_mind.event_ids, timeout=10, what="the last event")
-        await pause(0.2)  # room for a duplicate to show up
-        self.assertEqual(first_mind.event_ids + second_mind.event_ids, stored)
+
+        def every_event() -> str:
+            received = first_mind.event_ids + second_mind.event_ids
+            return missing_events(stored, received, answer["last_id"])()
+
+        await wait_until(lambda: stored[-1] in second_mind.event_ids, timeout=10, what=every_event)
+        await wait_until(
+            lambda: not any(call.active() for call in self.delayed), what="the delayed announcements to run"
+        )
+        await delivered(second)  # a duplicate would be here by now
+        self.assertEqual(first_mind.event_ids + second_mind.event_ids, stored, every_event())
         # the answer's position covers exactly what was pushed before it: a client
         # storing it neither repeats an event on its next resume nor skips one
         self.assertGreaterEqual(answer["last_id"], max(before_answer, default=0))
@@ -333,10 +344,9 @@ class ResumeTests(PBTestCase):
         self.patch(
             self.store,
             "_announce",
-            lambda recorded: (reactor.callLater(0.05, announce, recorded), recorded)[1],
+            lambda recorded: (self.delayed.append(reactor.callLater(0.05, announce, recorded)), recorded)[1],
         )
-        await self.resume(away=10)
-        await pause(0.1)  # let the last delayed announcements run before the hub stops
+        await self.resume(away=10)  # (it waits for every delayed announcement)
 
 
 class StreamPositionTests(PBTestCase):
@@ -369,15 +379,16 @@ class StreamPositionTests(PBTestCase):
         self.patch(self.store, "read", lambda query, **kw: Deferred.fromCoroutine(held(query, **kw)))
         client = await self.client()
         perspective = await client.anonymous(RecordingMind())
+        service = self.hub.hub.service
+        [session] = service.sessions
         answer = perspective.callRemote("watch", [WIDGET], None)
         answer.addErrback(lambda _: None)  # the connection goes before it answers
         await wait_until(lambda: waiting, what="the watch to wait on the store")
         client.disconnect()
-        service = self.hub.hub.service
         await wait_until(lambda: not service.sessions, what="the hub to end the session")
         gate.callback(None)
         await wait_until(lambda: read_done, what="the watch's read to finish")
-        await pause(0.05)  # the watch resumes in the same turn; this is only margin
+        await wait_until(lambda: not session._watch_lock.locked, what="the watch to finish on the hub")
         room = service.rooms.get(WIDGET)
         self.assertIsNone(room, f"an ended session joined {WIDGET}: {room and room.observers}")
 
@@ -546,9 +557,8 @@ class MuteTests(PBTestCase):
         muted = await alice.callRemote("mute", WIDGET)
         self.assertEqual(muted["project"], WIDGET)
         broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
-        marker = await self.hub.build(GADGET, 1, "failure")  # not muted: arrives
-        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
-        await pause(0.2)
+        marker = await self.hub.build(GADGET, 1, "failure")  # not muted: once here, so is anything before it
+        await wait_until(lambda: marker in mind.event_ids, what=f"the gadget event {marker}")
         self.assertEqual((mind.event_ids, mind.alerts), ([marker], []))
         self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [broke])
         self.assertIsNotNone((await alice.callRemote("settings"))[WIDGET]["muted_until"])
@@ -560,15 +570,16 @@ class MuteTests(PBTestCase):
         alice = await client.login("alice", token, mind)
         await alice.callRemote("watch")
         still = await self.hub.build(WIDGET, 2, "failure", author=AUTHOR)
-        marker = await self.hub.build(GADGET, 2, "failure")
-        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
-        await pause(0.2)
+        marker = await self.hub.build(GADGET, 2, "failure")  # the barrier again
+        await wait_until(lambda: marker in mind.event_ids, what=f"the gadget event {marker}")
         self.assertEqual((mind.event_ids, mind.alerts), ([marker], []))
 
         self.assertTrue(await alice.callRemote("unmute", WIDGET))
         again = await self.hub.build(WIDGET, 3, "failure", author=AUTHOR)
-        await wait_until(lambda: again in mind.event_ids and mind.alerts, timeout=5, what="event and alert")
-        await pause(0.1)
+        await wait_until(
+            lambda: again in mind.event_ids and mind.alerts, what=f"event {again} and its alert after unmute"
+        )
+        await delivered(alice)  # a muted event or alert pushed late would be here by now
         self.assertEqual(mind.event_ids, [marker, again])
         self.assertEqual([a["event"]["id"] for a in mind.alerts], [again])
         self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [broke, still, again])
