@@ -177,6 +177,21 @@ class RefuseNewTests(PBTestCase):
         await self.start(clock=clock, login_policy="refuse-new", ping_timeout=PING_TIMEOUT, **settings)
         return clock
 
+    async def wait_out_the_ping(
+        self, clock: task.Clock, hung_mind: RecordingMind, hung: pb.RemoteReference, logins: list[Deferred]
+    ) -> None:
+        """The hub pings the signed-in client, which never answers: it stays
+        signed in and no login is answered until the ping times out; then
+        every login is."""
+        await wait_until(lambda: hung_mind.pings == 1, what="the hub to ping the signed-in client")
+        clock.advance(PING_TIMEOUT - EPSILON)
+        await answered(hung, "the first client is signed in until the ping timeout")
+        self.assertFalse(any(d.called for d in logins), "a login was answered before the ping timeout")
+        clock.advance(2 * EPSILON)
+        await wait_until(
+            lambda: all(d.called for d in logins), what="every login answered after the ping timeout"
+        )
+
     async def test_two_logins_racing_a_hung_client_do_not_both_win(self) -> None:
         clock = await self.start_clocked()
         token = await add_developer(self.store, "alice", logins=["alice"])
@@ -187,14 +202,7 @@ class RefuseNewTests(PBTestCase):
             Deferred.fromCoroutine(client.login("alice", token, RecordingMind()))
             for client in (first, second)
         ]
-        await wait_until(lambda: hung_mind.pings == 1, what="the hub to ping the signed-in client")
-        clock.advance(PING_TIMEOUT - EPSILON)
-        await answered(hung, "the first client is signed in until the ping timeout")
-        self.assertEqual([d.called for d in racing], [False, False], "a login got in before the ping timeout")
-        clock.advance(2 * EPSILON)
-        await wait_until(
-            lambda: all(d.called for d in racing), what="both logins answered after the ping timeout"
-        )
+        await self.wait_out_the_ping(clock, hung_mind, hung, racing)
         results = await DeferredList(
             racing, consumeErrors=True
         )  # holds the perspectives: dropping one logs out
@@ -244,12 +252,7 @@ class RefuseNewTests(PBTestCase):
         hung = await hung_client.login("alice", token, hung_mind)
         await hung.callRemote("watch", [WIDGET])
         login = Deferred.fromCoroutine((await self.client()).login("alice", token, new_mind))
-        await wait_until(lambda: hung_mind.pings == 1, what="the hub to ping the signed-in client")
-        clock.advance(PING_TIMEOUT - EPSILON)
-        await answered(hung, "the first client is signed in until the ping timeout")
-        self.assertFalse(login.called, "the new login got in before the ping timeout")
-        clock.advance(2 * EPSILON)
-        await wait_until(lambda: login.called, what="the new login answered after the ping timeout")
+        await self.wait_out_the_ping(clock, hung_mind, hung, [login])
         new = await login
         self.assertEqual(hung_mind.pings, 1)
         await wait_until(lambda: closed(hung_client), what="the hung client to be dropped")
