@@ -16,6 +16,9 @@ from twisted.trial import unittest
 from buildnotify.hub.wire import SECURITY
 from buildnotify.store import accounts
 
+#: seconds on a task.Clock: "just before" and "just after" a deadline
+EPSILON = 0.001
+
 
 class RecordingMind(pb.Referenceable):
     """Records every call the hub makes; answers pings unless told not to."""
@@ -122,5 +125,37 @@ def missing_events(expected: list[int], received: list[int], position: object = 
     return describe
 
 
+async def answered(perspective: pb.RemoteReference, what: str) -> None:
+    """Ping the hub through ``perspective``; fail saying ``what`` was expected
+    unless the session answers."""
+    try:
+        answer = await perspective.callRemote("ping")
+    except Exception as e:
+        raise AssertionError(f"{what}, but a ping failed: {e!r}") from None
+    if answer != "pong":
+        raise AssertionError(f"{what}, but a ping was answered {answer!r}")
+
+
+async def delivered(*perspectives: pb.RemoteReference) -> None:
+    """A barrier: ping the hub through each perspective. PB delivers in order
+    on a connection, so once the answer is here, everything the hub sent on
+    that connection before it (events, alerts, a duplicate) is here too."""
+    for perspective in perspectives:
+        await answered(perspective, "a barrier ping on a working session")
+
+
+async def refusal(call: Deferred[Any], what: str) -> pb.RemoteError:
+    """The ``pb.RemoteError`` the call fails with; fail saying ``what`` was
+    expected if it is answered."""
+    try:
+        answer = await call
+    except pb.RemoteError as e:
+        return e
+    raise AssertionError(f"{what}, but the call was answered {answer!r}")
+
+
 async def pause(seconds: float) -> None:
+    """Real time passing. Only where nothing can be awaited instead: the
+    hub's timeouts run on a task.Clock, and "nothing more arrived" is shown
+    with :func:`delivered` or a marker event."""
     await deferLater(reactor, seconds, lambda: None)

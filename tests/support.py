@@ -11,12 +11,14 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import treq
 from sqlalchemy import text
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
@@ -90,6 +92,14 @@ def per_backend(mixin: type, namespace: dict[str, Any]) -> None:
         namespace[name] = type(
             name, bases, {"backend": backend, "__module__": mixin.__module__, "__test__": True}
         )
+
+
+def clock_at(when: datetime) -> Clock:
+    """A ``task.Clock`` that reads ``when`` (an aware datetime): for what the
+    hub dates by its clock, such as the end of a mute."""
+    clock = Clock()
+    clock.advance(when.timestamp())
+    return clock
 
 
 def provider_configs(**overrides: ProviderConfig) -> dict[str, ProviderConfig]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.endpoints import serverFromString
 from twisted.trial import unittest
 
@@ -26,7 +26,15 @@ from buildnotify.client import (
 )
 from buildnotify.client.resume import state_file_name
 from buildnotify.config import PBSettings
-from tests.pbclient import Client, RecordingMind, add_developer, missing_events, pause, wait_until
+from tests.pbclient import (
+    EPSILON,
+    Client,
+    RecordingMind,
+    add_developer,
+    delivered,
+    missing_events,
+    wait_until,
+)
 from tests.support import RunningHub
 
 WIDGET = "acme/widget"
@@ -37,8 +45,15 @@ SEED = 20261129  # every random choice in these tests comes from it
 
 
 def fast_retries(seed: int = SEED) -> Any:
+    """Short delays, for a client on the real reactor."""
     jitter = random.Random(seed)
     return backoffPolicy(initialDelay=0.05, maxDelay=0.3, factor=1.5, jitter=lambda: jitter.random() * 0.05)
+
+
+def seeded_retries(seed: int = SEED) -> Any:
+    """The client's default delays (1 s, growing by half, at most 60 s, plus up
+    to 1 s of jitter), the jitter seeded: for a client on a task.Clock."""
+    return backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=1.5, jitter=random.Random(seed).random)
 
 
 class Recorder:
@@ -76,8 +91,9 @@ class Recorder:
 
 
 class ClientTestCase(unittest.TestCase):
-    async def start_hub(self, **settings: Any) -> RunningHub:
-        self.hub = await RunningHub.start(self, session=PBSettings(**settings))
+    async def start_hub(self, clock: Any = None, **settings: Any) -> RunningHub:
+        """``clock``: the hub's (None: real time)."""
+        self.hub = await RunningHub.start(self, session=PBSettings(**settings), clock=clock)
         return self.hub
 
     def client(self, recorder: Recorder | None = None, **options: Any) -> tuple[Recorder, WatchClient]:
@@ -99,7 +115,14 @@ class ClientTestCase(unittest.TestCase):
         """Stop the hub's PB listener (connections made through it stay up)."""
         port = self.hub.hub.pb_port.getHost().port
         await self.hub.hub.pb_port.stopListening()
+        self.addCleanup(self.listening_again, port)
         return port
+
+    async def listening_again(self, port: int) -> None:
+        """Listen again if a failed test did not: the hub's stop fails on a
+        stopped listener, and then its writer thread keeps pytest from exiting."""
+        if not self.hub.hub.pb_port.connected:
+            await self.restart_pb_port(port)
 
     async def restart_pb_port(self, port: int) -> None:
         endpoint = serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1")
@@ -120,7 +143,7 @@ class DeliveryTests(ClientTestCase):
         posted = [await self.hub.build(WIDGET, n, s) for n, s in ((1, "failure"), (2, "success"))]
         await self.hub.build("acme/gadget", 1, "failure")  # not watched
         await wait_until(lambda: len(recorder.events) == 2, what="two events")
-        await pause(0.1)
+        await delivered(client.perspective)  # a third would be here by now
         self.assertEqual(recorder.ids, posted)
         self.assertEqual([e["transition"] for e in recorder.events], ["failed", "fixed"])
         self.assertEqual(client.last_id, posted[-1])
@@ -143,7 +166,7 @@ class DeliveryTests(ClientTestCase):
         self.assertEqual(recorder.claims[0]["state"], "claimed")
         client.reconnect()  # the hub sends the unacknowledged alert again on login ...
         await wait_until(lambda: recorder.phases.count(Phase.LIVE) == 2, what="the second session")
-        await pause(0.2)
+        await delivered(client.perspective)  # an alert shown twice would be here by now
         self.assertEqual(len(recorder.alerts), 1)  # ... and the client shows it once
 
     async def test_a_wrong_token_stops_the_client_without_retrying(self) -> None:
@@ -167,16 +190,40 @@ class DeliveryTests(ClientTestCase):
 
     async def test_an_unreachable_hub_is_retried_with_growing_delays(self) -> None:
         await self.start_hub()
-        recorder, client = self.client()
+        clock = task.Clock()  # the client's waits; connecting stays real
+        recorder, client = self.client(clock=clock, retry_policy=seeded_retries())
+        policy = seeded_retries()  # the same seed: the same delays
         port = await self.stop_pb_port()
         client.start()
-        await wait_until(lambda: recorder.phases.count(Phase.DISCONNECTED) >= 4, what="retries")
-        waits = [s for s in recorder.states if s.phase == Phase.DISCONNECTED]
-        self.assertIn("connection refused", waits[0].message)
-        self.assertIn("retrying in", waits[0].message)
-        self.assertEqual([s.attempt for s in waits[:4]], [1, 2, 3, 4])
-        self.assertLess(waits[0].retry_in, waits[3].retry_in)
+        for attempt in range(1, 5):
+            await wait_until(
+                lambda a=attempt: recorder.phases.count(Phase.DISCONNECTED) == a,
+                what=f"failed attempt {attempt}",
+            )
+            wait = recorder.states[-1]
+            self.assertEqual((wait.phase, wait.attempt), (Phase.DISCONNECTED, attempt))
+            self.assertIn("connection refused", wait.message)
+            self.assertIn("retrying in", wait.message)
+            self.assertEqual(wait.retry_in, policy(attempt - 1))
+            clock.advance(wait.retry_in - EPSILON)
+            self.assertEqual(
+                recorder.phases.count(Phase.CONNECTING), attempt, f"attempt {attempt + 1} came early"
+            )
+            clock.advance(2 * EPSILON)
+            self.assertEqual(
+                recorder.phases.count(Phase.CONNECTING),
+                attempt + 1,
+                f"no attempt {attempt + 1} after the wait",
+            )
+        delays = [s.retry_in for s in recorder.states if s.phase == Phase.DISCONNECTED]
+        self.assertEqual(delays, sorted(delays))
+        self.assertGreater(delays[-1], delays[0] + 1, "the delays do not grow beyond the jitter")
         await self.restart_pb_port(port)
+        await wait_until(
+            lambda: client.state.phase in (Phase.LIVE, Phase.DISCONNECTED), what="the fifth attempt to end"
+        )
+        if client.state.phase == Phase.DISCONNECTED:  # refused before the port came back
+            clock.advance(client.state.retry_in)
         await self.live(client)
 
 
@@ -233,7 +280,8 @@ class ReconnectTests(ClientTestCase):
         await wait_until(
             lambda: recorder.ids == stored, timeout=20, what=self.every_event(stored, recorder, client)
         )
-        await pause(0.2)
+        await self.live(client)
+        await delivered(client.perspective)  # a repeated event would be here by now
         self.assertEqual(recorder.ids, stored)
         self.assertEqual(client.duplicates, 0)  # resume, not the safety net, kept them single
         self.assertGreaterEqual(recorder.phases.count(Phase.CATCHING_UP), 3)
@@ -295,19 +343,32 @@ class ReconnectTests(ClientTestCase):
 
 class GoodbyeTests(ClientTestCase):
     async def test_signed_in_elsewhere_stops_for_good(self) -> None:
-        await self.start_hub(grace=0.3)
+        hub_clock, client_clock = task.Clock(), task.Clock()
+        await self.start_hub(clock=hub_clock, grace=5.0)
         token = await add_developer(self.hub.hub.store, "alice")
-        recorder, client = self.client(user="alice", token=token)
+        recorder, client = self.client(
+            user="alice", token=token, clock=client_clock, retry_policy=seeded_retries()
+        )
         done = client.start()
         await self.live(client)
         other_mind = RecordingMind()
         other = await (await Client.connect(self, self.hub.hub.pb_address)).login("alice", token, other_mind)
         await other.callRemote("watch", [WIDGET])
+        await wait_until(
+            lambda: done.called, what=f"the client to stop after the goodbye; it is {client.state}"
+        )
         outcome = await done
         self.assertEqual(outcome.ending, Ending.SIGNED_IN_ELSEWHERE)
         self.assertIn("signed in elsewhere", outcome.message)
         self.assertEqual(recorder.goodbyes, ["signed in elsewhere"])
-        await pause(1.0)  # several retry delays and the hub's grace period
+        self.assertEqual(client_clock.getDelayedCalls(), [], "the stopped client still waits for something")
+        client_clock.advance(10 * 60)  # ten of the longest retry delays
+        hub_clock.advance(5.0)  # and the hub's grace period
+        service = self.hub.hub.service
+        await wait_until(
+            lambda: len(service.sessions) == 1,
+            what=f"only the new session on the hub, not {service.sessions}",
+        )
         self.assertEqual(recorder.phases.count(Phase.CONNECTING), 1)  # no reconnect fighting
         self.assertEqual(recorder.phases[-1], Phase.STOPPED)
         event_id = await self.hub.build(WIDGET, 1, "failure")

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from buildnotify.config import PBSettings
 from buildnotify.store import accounts
-from tests.pbclient import Client, RecordingMind, add_developer, pause, wait_until
+from tests.pbclient import Client, RecordingMind, add_developer, delivered, wait_until
 from tests.support import RunningHub
 
 AUTHOR = {"name": "Alice", "email": "Alice@Example.com", "login": "alice"}
@@ -95,8 +95,10 @@ class DeveloperPerspectiveTests(PBTestCase):
         for perspective in (alice, bob):
             await perspective.callRemote("watch", ["acme/widget"])
         event_id = await self.hub.build("acme/widget", 1, "failure", author=AUTHOR)
-        await wait_until(lambda: alice_mind.alerts and bob_mind.events, what="alert and events")
-        await pause(0.1)
+        await wait_until(
+            lambda: alice_mind.alerts and bob_mind.events, what=f"event {event_id}'s alert and event"
+        )
+        await delivered(alice, bob)  # a second alert, or one for bob, would be here by now
         self.assertEqual([a["event"]["id"] for a in alice_mind.alerts], [event_id])
         self.assertEqual(alice_mind.alerts[0]["event"]["transition"], "failed")
         self.assertEqual(bob_mind.alerts, [])
@@ -116,9 +118,9 @@ class DeveloperPerspectiveTests(PBTestCase):
         self.assertEqual(await alice.callRemote("ack", [mind.alerts[0]["alert_id"]]), 1)
         client.disconnect()
         again = RecordingMind()
-        await (await self.client()).login("alice", token, again)
-        await wait_until(lambda: again.alerts, what="the unacked alert")
-        await pause(0.1)
+        alice = await (await self.client()).login("alice", token, again)
+        await wait_until(lambda: again.alerts, what=f"the unacked alert of event {fixed}")
+        await delivered(alice)  # the acked one would be here by now
         self.assertEqual([a["event"]["id"] for a in again.alerts], [fixed])
 
 
@@ -166,8 +168,8 @@ class AnonymousAndClientlessTests(PBTestCase):
         await second.callRemote("unwatch", ["acme/widget"])
         widget = await self.hub.build("acme/widget", 1, "failure")
         gadget = await self.hub.build("acme/gadget", 1, "failure")
-        await wait_until(lambda: one.events and two.events, what="events")
-        await pause(0.1)
+        await wait_until(lambda: one.events and two.events, what=f"event {widget} and event {gadget}")
+        await delivered(first, second)  # anything more for either would be here by now
         self.assertEqual((one.event_ids, two.event_ids), ([widget], [gadget]))
 
     async def test_a_clientless_session_answers_queries_and_is_never_called(self) -> None:
@@ -185,5 +187,5 @@ class AnonymousAndClientlessTests(PBTestCase):
         history = await session.callRemote("history", "acme/widget")
         self.assertEqual([e["id"] for e in history], [event_id])
         self.assertEqual(len(await session.callRemote("alerts")), 1)  # kept for a client
-        await pause(0.2)
+        await delivered(session)  # a call of the hub's would be here by now
         self.assertEqual(received, [])  # the hub never called this connection

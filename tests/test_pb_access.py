@@ -14,7 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.spread import pb
 
 from buildnotify.store import accounts
-from tests.pbclient import RecordingMind, add_developer, pause, wait_until
+from tests.pbclient import RecordingMind, add_developer, delivered, wait_until
 from tests.support import per_backend
 from tests.test_pb import PBTestCase
 from tests.test_pb_sessions import closed, remote_type
@@ -27,6 +27,7 @@ class UnwatchedMind(RecordingMind):
     def __init__(self) -> None:
         super().__init__()
         self.unwatched: list[tuple[list[str], str]] = []
+        self.perspective: pb.RemoteReference | None = None  # the session it is the mind of
 
     def remote_unwatched(self, projects: list[str], reason: str) -> None:
         self.unwatched.append((projects, reason))
@@ -41,11 +42,11 @@ class AccessTests(PBTestCase):
         return self.clock
 
     async def look(self) -> None:
-        """The hub's next look at the access changes, and its reads."""
+        """The hub's next look at the access changes (the tests then wait for
+        what the sessions are told)."""
         watch = self.hub.hub.service.access
         self.clock.advance(1.0)
         await wait_until(lambda: watch._polling is None, what="the hub to read the access changes")
-        await pause(0.05)  # the sessions' own visibility reads
 
     def cli(self, *args: str) -> Any:
         """The account command, as an operator runs it: another process."""
@@ -56,7 +57,8 @@ class AccessTests(PBTestCase):
         mind = UnwatchedMind()
         client = await self.client()
         perspective = await (client.login(name, token, mind) if name else client.anonymous(mind))
-        self.kept = [*getattr(self, "kept", []), perspective, client]
+        mind.perspective = perspective  # keep it: dropping it logs the session out
+        self.kept = [*getattr(self, "kept", []), client]
         await perspective.callRemote("watch", projects)
         return mind
 
@@ -90,8 +92,10 @@ class AccessTests(PBTestCase):
         await self.look()
         await wait_until(lambda: alice.unwatched, what="unwatched on alice's client")
         after = await self.hub.build(SECRET, 1, "failure")
-        await pause(0.2)
-        self.assertNotIn(after, alice.event_ids)
+        await delivered(alice.perspective)  # the event would be here by now
+        self.assertNotIn(
+            after, alice.event_ids, f"event {after} of {SECRET} reached a member removed from it"
+        )
         self.assertEqual(alice.goodbyes, [])  # the session itself goes on
 
     async def test_a_replaced_token_ends_every_session_signed_in_with_the_old_one(self) -> None:

@@ -91,7 +91,7 @@ class AdversaryTests(PBTestCase):
             for _ in range(200):
                 answers.append(perspective.callRemote("history", None, 1000))
             sent += 200
-            await pause(0.01)
+            await pause(0.01)  # pacing, not a wait: the reactor moves the bytes, the loop ends on the drop
         self.assertEqual(session.ended, "too slow", f"not dropped after {sent} calls")
         outbox = connection.outbox
         self.assertLessEqual(
@@ -140,7 +140,7 @@ class AdversaryTests(PBTestCase):
         while not peer.lost.called and sent < 10 * 1024 * 1024:
             peer.transport.write(chunk * 16)
             sent += len(chunk) * 16
-            await pause(0.001)
+            await pause(0.001)  # pacing, not a wait: the reactor moves the bytes, the loop ends on the close
         await wait_until(lambda: peer.lost.called, what="the hub to close the garbage connection")
         self.assertLess(sent, 1024 * 1024, "the hub took a megabyte of one unfinished message")
         self.assertEqual(self.flushLoggedErrors(), [])  # one log line, no traceback

@@ -5,19 +5,33 @@ security, login refusals and mutes."""
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.spread import jelly, pb
 
 from buildnotify.hub import sessions
 from buildnotify.hub.outbox import Outbox
 from buildnotify.hub.wire import SECURITY
-from tests.pbclient import Client, RecordingMind, add_developer, pause, wait_until
+from tests.pbclient import (
+    EPSILON,
+    Client,
+    RecordingMind,
+    add_developer,
+    answered,
+    delivered,
+    missing_events,
+    refusal,
+    wait_until,
+)
+from tests.support import clock_at
 from tests.test_pb import AUTHOR, PBTestCase
 
 WIDGET, GADGET = "acme/widget", "acme/gadget"
+T0 = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)  # where clocks of mute tests start
+HEARTBEAT, PING_TIMEOUT = 30.0, 5.0  # the defaults, on a task.Clock
 
 
 def closed(client: Client) -> bool:
@@ -30,21 +44,30 @@ def remote_type(error: pb.RemoteError) -> str:
     return kind.decode() if isinstance(kind, bytes) else kind
 
 
-def ended(failure: BaseException) -> bool:
-    """A call on a dropped session fails with SessionEnded, or with a lost
-    connection when the hub closed it."""
-    return isinstance(failure, (pb.RemoteError, pb.DeadReferenceError, pb.PBConnectionLost))
+async def heartbeat(clock: task.Clock, *answering: tuple[RecordingMind, pb.RemoteReference]) -> None:
+    """One heartbeat on the hub's clock: each of these clients is pinged, and
+    its answer has reached the hub (a call behind it was answered)."""
+    before = [mind.pings for mind, _ in answering]
+    clock.advance(HEARTBEAT)
+    for (mind, perspective), pings in zip(answering, before, strict=True):
+        await wait_until(lambda m=mind, p=pings: m.pings > p, what=f"a heartbeat ping after {pings}")
+        await delivered(perspective)
 
 
 class KickOldTests(PBTestCase):
-    """The default policy: the newest login of a developer wins."""
+    """The default policy: the newest login of a developer wins. The grace
+    period runs on a task.Clock."""
 
-    GRACE = 0.3
+    GRACE = 5.0
+
+    async def start_clocked(self) -> None:
+        self.clock = task.Clock()
+        await self.start(clock=self.clock, grace=self.GRACE)
 
     async def two_logins(
         self,
     ) -> tuple[Client, pb.RemoteReference, RecordingMind, pb.RemoteReference, RecordingMind]:
-        await self.start(grace=self.GRACE)
+        await self.start_clocked()
         self.token = await add_developer(self.store, "alice", logins=["alice"])
         old_mind, new_mind = RecordingMind(), RecordingMind()
         old_client = await self.client()
@@ -53,7 +76,7 @@ class KickOldTests(PBTestCase):
         self.assertEqual(await old.callRemote("ping"), "pong")
         new = await (await self.client()).login("alice", self.token, new_mind)
         await new.callRemote("watch", [WIDGET])
-        await wait_until(lambda: old_mind.goodbyes, timeout=5, what="goodbye to the old client")
+        await wait_until(lambda: old_mind.goodbyes, what="goodbye to the old client")
         self.assertEqual(old_mind.goodbyes, ["signed in elsewhere"])
         self.assertEqual(new_mind.goodbyes, [])
         return old_client, old, old_mind, new, new_mind
@@ -61,16 +84,17 @@ class KickOldTests(PBTestCase):
     async def test_the_old_client_is_told_and_alerts_go_to_the_new_one(self) -> None:
         old_client, old, old_mind, new, new_mind = await self.two_logins()
         broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
-        await wait_until(lambda: new_mind.alerts, timeout=5, what="the alert on the new client")
-        await pause(0.1)
+        await wait_until(lambda: new_mind.alerts, what=f"the alert of event {broke} on the new client")
+        await delivered(new, old)  # a second alert, or one to the old client, would be here by now
         self.assertEqual([a["event"]["id"] for a in new_mind.alerts], [broke])
         self.assertEqual(old_mind.alerts, [])
         # after the grace period the old one is detached and, alone on its
         # connection, disconnected
-        await wait_until(lambda: closed(old_client), timeout=5, what="the old connection to close")
+        self.clock.advance(self.GRACE)
+        await wait_until(lambda: closed(old_client), what="the old connection to close after the grace")
         self.assertEqual(await new.callRemote("ping"), "pong")
         fixed = await self.hub.build(WIDGET, 2, "success", author=AUTHOR)
-        await wait_until(lambda: len(new_mind.alerts) == 2, timeout=5, what="the second alert")
+        await wait_until(lambda: len(new_mind.alerts) == 2, what=f"the alert of event {fixed}")
         self.assertEqual([a["event"]["id"] for a in new_mind.alerts], [broke, fixed])
         self.assertEqual(new_mind.event_ids, [broke, fixed])
         self.assertNotIn(fixed, old_mind.event_ids)
@@ -78,28 +102,21 @@ class KickOldTests(PBTestCase):
 
     async def test_a_client_that_ignores_goodbye_is_cut_off_after_the_grace(self) -> None:
         old_client, old, old_mind, new, new_mind = await self.two_logins()
-        answered, failures = 0, []
-        started = reactor.seconds()
-        while not failures and reactor.seconds() - started < 5:
-            try:
-                await old.callRemote("ping")
-                answered += 1
-            except Exception as e:
-                failures.append(e)
-            await pause(0.02)
-        self.assertEqual(len(failures), 1, "the old session kept working past the grace")
-        self.assertTrue(ended(failures[0]), repr(failures[0]))
-        if isinstance(failures[0], pb.RemoteError):  # the call beat the hub closing the connection
-            self.assertIn("replaced by a newer session", str(failures[0]))
-        self.assertGreater(answered, 0)  # it did work during the grace
-        self.assertGreaterEqual(reactor.seconds() - started, self.GRACE / 2)
-        await wait_until(lambda: closed(old_client), timeout=5, what="the old connection to close")
+        self.clock.advance(self.GRACE - EPSILON)
+        await answered(old, "the old session works until the grace ends")
+        self.assertFalse(closed(old_client), "closed before the grace ended")
+        self.clock.advance(2 * EPSILON)
+        with self.assertRaises((pb.RemoteError, pb.DeadReferenceError, pb.PBConnectionLost)) as failed:
+            await old.callRemote("ping")
+        if isinstance(failed.exception, pb.RemoteError):  # the call beat the hub closing the connection
+            self.assertIn("replaced by a newer session", str(failed.exception))
+        await wait_until(lambda: closed(old_client), what="the old connection to close after the grace")
         with self.assertRaises(pb.DeadReferenceError):
             await old.callRemote("ping")
         self.assertEqual(await new.callRemote("ping"), "pong")
 
     async def test_a_connection_shared_with_another_session_stays_open(self) -> None:
-        await self.start(grace=self.GRACE)
+        await self.start_clocked()
         token = await add_developer(self.store, "alice", logins=["alice"])
         shared = await self.client()
         old_mind, watcher_mind, new_mind = RecordingMind(), RecordingMind(), RecordingMind()
@@ -108,62 +125,84 @@ class KickOldTests(PBTestCase):
         await old.callRemote("watch", [WIDGET])
         await watcher.callRemote("watch", [WIDGET])
         new = await (await self.client()).login("alice", token, new_mind)
-        await wait_until(lambda: old_mind.goodbyes, timeout=5, what="goodbye")
+        await wait_until(lambda: old_mind.goodbyes, what="goodbye")
         self.assertEqual(old_mind.goodbyes, ["signed in elsewhere"])
-        started = reactor.seconds()
-        error: pb.RemoteError | None = None
-        while error is None and reactor.seconds() - started < 5:
-            try:
-                await old.callRemote("history", WIDGET)
-            except pb.RemoteError as e:
-                error = e
-            await pause(0.02)
-        assert error is not None, "the old session kept working past the grace"
-        self.assertIn("replaced by a newer session", str(error))
-        self.assertEqual(remote_type(error), "buildnotify.hub.sessions.SessionEnded")
-        for method in ("ping", "whoami", "alerts"):
-            with self.assertRaises(pb.RemoteError) as refused:
-                await old.callRemote(method)
-            self.assertIn("replaced by a newer session", str(refused.exception))
+        self.clock.advance(self.GRACE - EPSILON)
+        await answered(old, "the old session works until the grace ends")
+        self.clock.advance(2 * EPSILON)
+        for method, *args in (("history", WIDGET), ("ping",), ("whoami",), ("alerts",)):
+            refused = await refusal(old.callRemote(method, *args), f"{method} refused after the grace")
+            self.assertIn("replaced by a newer session", str(refused))
+            self.assertEqual(remote_type(refused), "buildnotify.hub.sessions.SessionEnded")
         self.assertFalse(closed(shared))
         self.assertEqual(await watcher.callRemote("ping"), "pong")
         event_id = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
-        await wait_until(lambda: watcher_mind.events and new_mind.alerts, timeout=5, what="event and alert")
-        await pause(0.1)
+        await wait_until(
+            lambda: watcher_mind.events and new_mind.alerts, what=f"event {event_id} and its alert"
+        )
+        await delivered(watcher, new)  # anything for the old session would be here by now
         self.assertEqual(watcher_mind.event_ids, [event_id])
         self.assertEqual(old_mind.events, [])  # detached from the room too
         self.assertEqual(old_mind.alerts, [])
         self.assertEqual([a["event"]["id"] for a in new_mind.alerts], [event_id])
-        self.assertEqual(await new.callRemote("ping"), "pong")
         self.assertFalse(closed(shared))
 
     async def test_a_connection_shared_with_a_clientless_session_stays_open(self) -> None:
-        await self.start(grace=self.GRACE)
+        await self.start_clocked()
         token = await add_developer(self.store, "alice", logins=["alice"])
         shared = await self.client()
         old = await shared.login("alice", token, RecordingMind())
         script = await shared.login("alice", token, None)  # a clientless session on the same connection
         await old.callRemote("watch", [WIDGET])
-        await (await self.client()).login("alice", token, RecordingMind())
-        await wait_until(lambda: self._ended(old), timeout=5, what="the old session to be detached")
+        new = await (await self.client()).login("alice", token, RecordingMind())
+        self.clock.advance(self.GRACE - EPSILON)
+        self.assertEqual(self._developer_sessions(), 2, "the old session was detached before the grace ended")
+        self.clock.advance(2 * EPSILON)
+        self.assertEqual(self._developer_sessions(), 1, "the old session outlived the grace")
+        self.assertEqual(await script.callRemote("ping"), "pong")  # a lost connection would fail this
         self.assertFalse(closed(shared))
-        self.assertEqual(await script.callRemote("ping"), "pong")
+        self.assertEqual(await new.callRemote("ping"), "pong")
 
-    def _ended(self, perspective: pb.RemoteReference) -> bool:
-        """Only the newer of alice's two developer sessions is left."""
-        return [s.kind for s in self.hub.hub.service.sessions].count("developer") == 1
+    def _developer_sessions(self) -> int:
+        """How many developer sessions (of alice's) the hub holds."""
+        return [s.kind for s in self.hub.hub.service.sessions].count("developer")
 
 
 class RefuseNewTests(PBTestCase):
+    """A second login is refused while the first client answers a ping; the
+    ping timeout and the heartbeat run on a task.Clock."""
+
+    async def start_clocked(self, **settings: Any) -> task.Clock:
+        clock = task.Clock()
+        await self.start(clock=clock, login_policy="refuse-new", ping_timeout=PING_TIMEOUT, **settings)
+        return clock
+
+    async def wait_out_the_ping(
+        self, clock: task.Clock, hung_mind: RecordingMind, hung: pb.RemoteReference, logins: list[Deferred]
+    ) -> None:
+        """The hub pings the signed-in client, which never answers: it stays
+        signed in and no login is answered until the ping times out; then
+        every login is."""
+        await wait_until(lambda: hung_mind.pings == 1, what="the hub to ping the signed-in client")
+        clock.advance(PING_TIMEOUT - EPSILON)
+        await answered(hung, "the first client is signed in until the ping timeout")
+        self.assertFalse(any(d.called for d in logins), "a login was answered before the ping timeout")
+        clock.advance(2 * EPSILON)
+        await wait_until(
+            lambda: all(d.called for d in logins), what="every login answered after the ping timeout"
+        )
+
     async def test_two_logins_racing_a_hung_client_do_not_both_win(self) -> None:
-        await self.start(login_policy="refuse-new", ping_timeout=0.3)
+        clock = await self.start_clocked()
         token = await add_developer(self.store, "alice", logins=["alice"])
-        hung = await (await self.client()).login("alice", token, RecordingMind(answer_pings=False))
+        hung_mind = RecordingMind(answer_pings=False)
+        hung = await (await self.client()).login("alice", token, hung_mind)
         first, second = await self.client(), await self.client()
         racing = [
             Deferred.fromCoroutine(client.login("alice", token, RecordingMind()))
             for client in (first, second)
         ]
+        await self.wait_out_the_ping(clock, hung_mind, hung, racing)
         results = await DeferredList(
             racing, consumeErrors=True
         )  # holds the perspectives: dropping one logs out
@@ -174,7 +213,7 @@ class RefuseNewTests(PBTestCase):
             await hung.callRemote("ping")
 
     async def test_a_second_login_is_refused_while_the_first_answers(self) -> None:
-        await self.start(login_policy="refuse-new", ping_timeout=2.0, heartbeat=0.2)
+        clock = await self.start_clocked(heartbeat=HEARTBEAT)
         token = await add_developer(self.store, "alice", logins=["alice"])
         first_mind, refused_mind = RecordingMind(), RecordingMind()
         first = await (await self.client()).login("alice", token, first_mind)
@@ -183,16 +222,21 @@ class RefuseNewTests(PBTestCase):
             await second_client.login("alice", token, refused_mind)
         self.assertEqual(remote_type(refused.exception), "buildnotify.hub.auth.LoginFailed")
         self.assertIn("alice is already signed in from another client", str(refused.exception))
-        self.assertGreaterEqual(first_mind.pings, 1)
+        self.assertEqual(first_mind.pings, 1)
         self.assertEqual(first_mind.goodbyes, [])
         self.assertEqual(await first.callRemote("ping"), "pong")
+        # the refused connection stays open: a clientless login on it works
+        # (and is the barrier for anything the hub sends there below)
+        script = await second_client.login("alice", token, None)
         broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
-        await wait_until(lambda: first_mind.alerts, timeout=5, what="the alert on the first client")
+        await wait_until(lambda: first_mind.alerts, what=f"the alert of event {broke} on the first client")
         # heartbeats go on; the refused login has no session, so its mind is
         # never called
-        pings = first_mind.pings
-        await wait_until(lambda: first_mind.pings >= pings + 3, timeout=5, what="heartbeats")
+        for _ in range(3):
+            await heartbeat(clock, (first_mind, first))
+        self.assertEqual(first_mind.pings, 4)
         self.assertEqual([a["event"]["id"] for a in first_mind.alerts], [broke])
+        await delivered(script)
         self.assertEqual(
             (refused_mind.pings, refused_mind.alerts, refused_mind.goodbyes),
             (0, [], []),
@@ -201,21 +245,19 @@ class RefuseNewTests(PBTestCase):
         self.assertFalse(closed(second_client))
 
     async def test_a_hung_first_client_is_replaced_after_the_ping_timeout(self) -> None:
-        await self.start(login_policy="refuse-new", ping_timeout=0.3)
+        clock = await self.start_clocked()
         token = await add_developer(self.store, "alice", logins=["alice"])
         hung_mind, new_mind = RecordingMind(answer_pings=False), RecordingMind()
         hung_client = await self.client()
         hung = await hung_client.login("alice", token, hung_mind)
         await hung.callRemote("watch", [WIDGET])
-        started = reactor.seconds()
-        new = await (await self.client()).login("alice", token, new_mind)
-        took = reactor.seconds() - started
-        self.assertGreaterEqual(took, 0.25)  # it waited for the ping
-        self.assertLess(took, 5)
+        login = Deferred.fromCoroutine((await self.client()).login("alice", token, new_mind))
+        await self.wait_out_the_ping(clock, hung_mind, hung, [login])
+        new = await login
         self.assertEqual(hung_mind.pings, 1)
-        await wait_until(lambda: closed(hung_client), timeout=5, what="the hung client to be dropped")
+        await wait_until(lambda: closed(hung_client), what="the hung client to be dropped")
         broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
-        await wait_until(lambda: new_mind.alerts, timeout=5, what="the alert on the new client")
+        await wait_until(lambda: new_mind.alerts, what=f"the alert of event {broke} on the new client")
         self.assertEqual([a["event"]["id"] for a in new_mind.alerts], [broke])
         self.assertEqual(hung_mind.alerts, [])
         self.assertEqual(await new.callRemote("ping"), "pong")
@@ -224,6 +266,9 @@ class RefuseNewTests(PBTestCase):
 class ResumeTests(PBTestCase):
     """A client that reconnects with the last id it saw gets every event of
     its projects exactly once, in id order."""
+
+    def setUp(self) -> None:
+        self.delayed: list[Any] = []  # announcements a test holds back, as calls on the reactor
 
     async def resume(self, away: int) -> dict[str, Any]:
         numbers = itertools.count(1)
@@ -263,9 +308,17 @@ class ResumeTests(PBTestCase):
         done = True
         await poster
         stored = [e.id for e in await self.hub.events(WIDGET)]
-        await wait_until(lambda: stored[-1] in second_mind.event_ids, timeout=10, what="the last event")
-        await pause(0.2)  # room for a duplicate to show up
-        self.assertEqual(first_mind.event_ids + second_mind.event_ids, stored)
+
+        def every_event() -> str:
+            received = first_mind.event_ids + second_mind.event_ids
+            return missing_events(stored, received, answer["last_id"])()
+
+        await wait_until(lambda: stored[-1] in second_mind.event_ids, timeout=10, what=every_event)
+        await wait_until(
+            lambda: not any(call.active() for call in self.delayed), what="the delayed announcements to run"
+        )
+        await delivered(second)  # a duplicate would be here by now
+        self.assertEqual(first_mind.event_ids + second_mind.event_ids, stored, every_event())
         # the answer's position covers exactly what was pushed before it: a client
         # storing it neither repeats an event on its next resume nor skips one
         self.assertGreaterEqual(answer["last_id"], max(before_answer, default=0))
@@ -294,10 +347,9 @@ class ResumeTests(PBTestCase):
         self.patch(
             self.store,
             "_announce",
-            lambda recorded: (reactor.callLater(0.05, announce, recorded), recorded)[1],
+            lambda recorded: (self.delayed.append(reactor.callLater(0.05, announce, recorded)), recorded)[1],
         )
-        await self.resume(away=10)
-        await pause(0.1)  # let the last delayed announcements run before the hub stops
+        await self.resume(away=10)  # (it waits for every delayed announcement)
 
 
 class StreamPositionTests(PBTestCase):
@@ -330,15 +382,16 @@ class StreamPositionTests(PBTestCase):
         self.patch(self.store, "read", lambda query, **kw: Deferred.fromCoroutine(held(query, **kw)))
         client = await self.client()
         perspective = await client.anonymous(RecordingMind())
+        service = self.hub.hub.service
+        [session] = service.sessions
         answer = perspective.callRemote("watch", [WIDGET], None)
         answer.addErrback(lambda _: None)  # the connection goes before it answers
         await wait_until(lambda: waiting, what="the watch to wait on the store")
         client.disconnect()
-        service = self.hub.hub.service
         await wait_until(lambda: not service.sessions, what="the hub to end the session")
         gate.callback(None)
         await wait_until(lambda: read_done, what="the watch's read to finish")
-        await pause(0.05)  # the watch resumes in the same turn; this is only margin
+        await wait_until(lambda: not session._watch_lock.locked, what="the watch to finish on the hub")
         room = service.rooms.get(WIDGET)
         self.assertIsNone(room, f"an ended session joined {WIDGET}: {room and room.observers}")
 
@@ -391,20 +444,27 @@ class SlowConsumerTests(PBTestCase):
 
 class HeartbeatTests(PBTestCase):
     async def test_a_client_that_never_answers_a_ping_is_dropped(self) -> None:
-        await self.start(heartbeat=0.2, ping_timeout=0.2)
+        clock = task.Clock()
+        await self.start(clock=clock, heartbeat=HEARTBEAT, ping_timeout=PING_TIMEOUT)
         hung_mind, healthy_mind = RecordingMind(answer_pings=False), RecordingMind()
         hung_client, healthy_client = await self.client(), await self.client()
         hung = await hung_client.anonymous(hung_mind)
         healthy = await healthy_client.anonymous(healthy_mind)
         await hung.callRemote("watch", [WIDGET])
         await healthy.callRemote("watch", [WIDGET])
-        await wait_until(lambda: closed(hung_client), timeout=5, what="the hung client to be dropped")
-        self.assertGreaterEqual(hung_mind.pings, 1)
-        pings = healthy_mind.pings
-        await wait_until(lambda: healthy_mind.pings >= pings + 3, timeout=5, what="more heartbeats")
+        await heartbeat(clock, (healthy_mind, healthy))
+        await wait_until(lambda: hung_mind.pings == 1, what="the heartbeat's ping on the hung client")
+        clock.advance(PING_TIMEOUT - EPSILON)
+        await answered(hung, "the hung client is attached until its ping times out")
+        self.assertFalse(closed(hung_client), "dropped before the ping timeout")
+        clock.advance(2 * EPSILON)
+        await wait_until(lambda: closed(hung_client), what="the hung client to be dropped")
+        for _ in range(3):
+            await heartbeat(clock, (healthy_mind, healthy))
+        self.assertEqual(healthy_mind.pings, 4)
         self.assertFalse(closed(healthy_client))
         event_id = await self.hub.build(WIDGET, 1, "failure")
-        await wait_until(lambda: healthy_mind.events, timeout=5, what="the event")
+        await wait_until(lambda: healthy_mind.events, what=f"event {event_id}")
         self.assertEqual(healthy_mind.event_ids, [event_id])
         self.assertEqual(hung_mind.events, [])
         self.assertEqual(await healthy.callRemote("ping"), "pong")
@@ -453,7 +513,8 @@ class JellySecurityTests(PBTestCase):
 
 class LoginTests(PBTestCase):
     async def test_wrong_tokens_then_a_throttle(self) -> None:
-        await self.start(login_failures=3, login_window=1.0)
+        clock = task.Clock()
+        await self.start(clock=clock, login_failures=3, login_window=60.0)
         token = await add_developer(self.store, "alice", logins=["alice"])
         client = await self.client()
         for name, attempt in [("alice", "wrong"), ("nobody", token), ("alice", token + "x")]:
@@ -464,9 +525,16 @@ class LoginTests(PBTestCase):
         for _ in range(2):  # even the right token, from any connection of the address
             with self.assertRaises(pb.RemoteError) as throttled:
                 await (await self.client()).login("alice", token, None)
-            self.assertIn("too many failed logins from 127.0.0.1", str(throttled.exception))
-        await pause(1.1)  # the window passes
-        session = await client.login("alice", token, None)
+            self.assertIn("too many failed logins from 127.0.0.1; retry in 60 s", str(throttled.exception))
+        # (new connections below: the ones without a session have had their login timeout)
+        clock.advance(60.0 - EPSILON)
+        throttled = await refusal(
+            Deferred.fromCoroutine((await self.client()).login("alice", token, None)),
+            "logins throttled until the window ends",
+        )
+        self.assertIn("too many failed logins from 127.0.0.1; retry in 1 s", str(throttled))
+        clock.advance(2 * EPSILON)  # the window passes
+        session = await (await self.client()).login("alice", token, None)
         self.assertEqual((await session.callRemote("whoami"))["developer"], "alice")
 
     async def test_anonymous_access_can_be_turned_off(self) -> None:
@@ -492,9 +560,8 @@ class MuteTests(PBTestCase):
         muted = await alice.callRemote("mute", WIDGET)
         self.assertEqual(muted["project"], WIDGET)
         broke = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
-        marker = await self.hub.build(GADGET, 1, "failure")  # not muted: arrives
-        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
-        await pause(0.2)
+        marker = await self.hub.build(GADGET, 1, "failure")  # not muted: once here, so is anything before it
+        await wait_until(lambda: marker in mind.event_ids, what=f"the gadget event {marker}")
         self.assertEqual((mind.event_ids, mind.alerts), ([marker], []))
         self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [broke])
         self.assertIsNotNone((await alice.callRemote("settings"))[WIDGET]["muted_until"])
@@ -506,36 +573,46 @@ class MuteTests(PBTestCase):
         alice = await client.login("alice", token, mind)
         await alice.callRemote("watch")
         still = await self.hub.build(WIDGET, 2, "failure", author=AUTHOR)
-        marker = await self.hub.build(GADGET, 2, "failure")
-        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
-        await pause(0.2)
+        marker = await self.hub.build(GADGET, 2, "failure")  # the barrier again
+        await wait_until(lambda: marker in mind.event_ids, what=f"the gadget event {marker}")
         self.assertEqual((mind.event_ids, mind.alerts), ([marker], []))
 
         self.assertTrue(await alice.callRemote("unmute", WIDGET))
         again = await self.hub.build(WIDGET, 3, "failure", author=AUTHOR)
-        await wait_until(lambda: again in mind.event_ids and mind.alerts, timeout=5, what="event and alert")
-        await pause(0.1)
+        await wait_until(
+            lambda: again in mind.event_ids and mind.alerts, what=f"event {again} and its alert after unmute"
+        )
+        await delivered(alice)  # a muted event or alert pushed late would be here by now
         self.assertEqual(mind.event_ids, [marker, again])
         self.assertEqual([a["event"]["id"] for a in mind.alerts], [again])
         self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [broke, still, again])
 
     async def test_a_mute_for_some_minutes_runs_out(self) -> None:
-        await self.start()
+        clock = clock_at(T0)
+        await self.start(clock=clock)
         token = await add_developer(self.store, "alice", logins=["alice"])
         mind = RecordingMind()
         alice = await (await self.client()).login("alice", token, mind)
         await alice.callRemote("watch", [WIDGET, GADGET])
-        await alice.callRemote("mute", WIDGET, 0.02)  # 1.2 s
-        until = reactor.seconds() + 1.2
+        muted = await alice.callRemote("mute", WIDGET, 20)
+        self.assertEqual(muted["muted_until"], (T0 + timedelta(minutes=20)).isoformat())
         hidden = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
-        marker = await self.hub.build(GADGET, 1, "failure")
-        await wait_until(lambda: marker in mind.event_ids, timeout=5, what="the gadget event")
-        await pause(0.1)
-        self.assertEqual(mind.event_ids, [marker])
-        await pause(max(0.0, until - reactor.seconds()) + 0.1)
-        shown = await self.hub.build(WIDGET, 2, "failure", author=AUTHOR)
-        await wait_until(lambda: shown in mind.event_ids and mind.alerts, timeout=5, what="event and alert")
-        self.assertEqual(mind.event_ids, [marker, shown])
+        marker = await self.hub.build(GADGET, 1, "failure")  # not muted: once here, so is anything before it
+        await wait_until(lambda: marker in mind.event_ids, what=f"the gadget event {marker}")
+        self.assertEqual((mind.event_ids, mind.alerts), ([marker], []), "muted, yet pushed")
+        clock.advance(20 * 60 - 1)  # a second before the mute runs out
+        still = await self.hub.build(WIDGET, 2, "failure", author=AUTHOR)
+        later = await self.hub.build(GADGET, 2, "failure")
+        await wait_until(lambda: later in mind.event_ids, what=f"the gadget event {later}")
+        self.assertEqual(
+            (mind.event_ids, mind.alerts), ([marker, later], []), "pushed before the mute ran out"
+        )
+        clock.advance(1)  # it runs out
+        shown = await self.hub.build(WIDGET, 3, "failure", author=AUTHOR)
+        await wait_until(
+            lambda: shown in mind.event_ids and mind.alerts,
+            what=f"event {shown} and its alert after the mute",
+        )
+        self.assertEqual(mind.event_ids, [marker, later, shown])
         self.assertEqual([a["event"]["id"] for a in mind.alerts], [shown])
-        self.assertEqual(len(await alice.callRemote("alerts")), 2)
-        self.assertNotIn(hidden, mind.event_ids)
+        self.assertEqual([a["event"]["id"] for a in await alice.callRemote("alerts")], [hidden, still, shown])

@@ -250,6 +250,7 @@ class WatchClient:
         since: int | None = None,
         start_live: bool = False,
         reactor: Any = None,
+        clock: Any = None,
         retry_policy: Callable[[int], float] | None = None,
         login_timeout: float = 30.0,
         keepalive: float | None = 60.0,
@@ -265,6 +266,10 @@ class WatchClient:
             None there too: live events only).
         :param start_live: ignore the resume file's position and start with
             live events (the file is still kept up to date).
+        :param reactor: connects to the hub (default: the global reactor).
+        :param clock: times the waits between attempts, the keepalive pings
+            and the login and ping timeouts (default: ``reactor``); tests pass
+            a ``task.Clock``. Connecting always runs on ``reactor``.
         :param keepalive: ping the hub this often (seconds) and drop the
             connection when it does not answer in ``keepalive_timeout``;
             None: never (rely on the hub's heartbeat and TCP).
@@ -284,6 +289,7 @@ class WatchClient:
         self.projects = list(projects) if projects is not None else None
         self.resume = resume
         self.reactor = reactor
+        self.clock = clock or reactor
         self.retry_policy = retry_policy or default_retry_policy()
         self.login_timeout = login_timeout
         self.keepalive = keepalive
@@ -418,7 +424,7 @@ class WatchClient:
                 attempt=attempt,
                 retry_in=delay,
             )
-            self._pending = deferLater(self.reactor, delay, lambda: None)
+            self._pending = deferLater(self.clock, delay, lambda: None)
             try:
                 await self._pending
             except CancelledError:
@@ -447,7 +453,7 @@ class WatchClient:
                 login = root.callRemote("login", self.user, self._token, mind)
             else:
                 login = root.callRemote("loginAnonymous", mind)
-            login.addTimeout(self.login_timeout, self.reactor)
+            login.addTimeout(self.login_timeout, self.clock)
             perspective = await _refusable(link.guard(login))
             self._perspective = perspective  # keep it: dropping the reference logs us out
             keepalive = self._start_keepalive(link, perspective)
@@ -507,7 +513,7 @@ class WatchClient:
             if link.lost:
                 return None
             d = perspective.callRemote("ping")
-            d.addTimeout(self.keepalive_timeout, self.reactor)
+            d.addTimeout(self.keepalive_timeout, self.clock)
             d.addErrback(unanswered)
             return None
 
@@ -516,7 +522,7 @@ class WatchClient:
             link.close(abort=True)
 
         call = LoopingCall(ping)
-        call.clock = self.reactor
+        call.clock = self.clock
         call.start(self.keepalive, now=False)
         return call
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
@@ -26,7 +26,7 @@ from twisted.spread import pb
 from zope.interface import implementer
 
 from buildnotify.config import PBSettings
-from buildnotify.events import BuildEvent, utcnow
+from buildnotify.events import BuildEvent
 from buildnotify.hub.access import AccessWatch
 from buildnotify.hub.auth import Client, LoginFailed, LoginRoot, LoginThrottle, TokenChecker
 from buildnotify.hub.connection import ConnectionGuard, HubConnection
@@ -367,6 +367,11 @@ class PBService:
 
     # -- mutes -----------------------------------------------------------------------
 
+    def now(self) -> datetime:
+        """The service clock's time, as an aware UTC datetime: mutes run out on
+        the same clock as every other timeout (the reactor's is the wall clock)."""
+        return datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
+
     async def load_mutes(self, session: ObserverSession) -> None:
         if session.developer is None:
             return
@@ -386,7 +391,7 @@ class PBService:
         if session.developer is None:
             return False
         until = self.mutes.get(session.developer.name, {}).get(project)
-        return until is not None and until > utcnow()
+        return until is not None and until > self.now()
 
 
 def _abort(transport: Any) -> None:

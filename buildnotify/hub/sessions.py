@@ -264,7 +264,7 @@ class Session(pb.Avatar):
         if minutes is not None:
             minutes = arguments.number(minutes, "minutes", low=0, high=arguments.MAX_MUTE_MINUTES)
         await self._require_visible([project])
-        until = FOREVER if minutes is None else utcnow() + timedelta(minutes=minutes)
+        until = FOREVER if minutes is None else self.service.now() + timedelta(minutes=minutes)
         await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, until))
         self.service.muted(developer.name, project, until)
         return {"project": project, "muted_until": until.isoformat()}
