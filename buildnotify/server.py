@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
@@ -93,7 +93,7 @@ class Hub:
     async def stop(self) -> None:
         if self._pruning.running:
             self._pruning.stop()
-        await self.http_port.stopListening()
-        await self.pb_port.stopListening()
+        for port in (self.http_port, self.pb_port):
+            await maybeDeferred(port.stopListening)  # None if it was stopped already
         self.service.stop()
         await self.store.stop()
