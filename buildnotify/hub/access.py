@@ -48,11 +48,11 @@ class AccessWatch:
         if self._loop.running:
             self._loop.stop()
 
-    def poll(self) -> Deferred[None] | None:
-        if self._polling is not None:
-            return None  # the previous read is still out (a slow database): no pile-up
-        self._polling = Deferred.fromCoroutine(self._poll())
-        return None
+    def poll(self) -> None:
+        if self._polling is None:  # else the previous read is still out (a slow database)
+            polling = Deferred.fromCoroutine(self._poll())
+            if not polling.called:  # a read that failed at once has cleared _polling already
+                self._polling = polling
 
     async def _poll(self) -> None:
         try:

@@ -15,13 +15,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.spread import jelly, pb
 
 from buildnotify.hub.errors import BadArgument
 from buildnotify.hub.wire import refusal
+from buildnotify.store.schema import BIGINT_MAX, NAME_LENGTH
 
 #: names of projects, pipelines and branches: the store's column width
-MAX_NAME = 255
+MAX_NAME = NAME_LENGTH
 #: a claim's note
 MAX_NOTE = 500
 #: a developer's token (ours are 43 characters; room for others)
@@ -30,8 +32,8 @@ MAX_TOKEN = 1024
 MAX_PROJECTS = 200
 #: alert ids acknowledged in one call
 MAX_IDS = 1000
-#: the largest id or count the store holds (a signed 64-bit integer)
-MAX_INT = 2**63 - 1
+#: the largest id or count the store holds
+MAX_INT = BIGINT_MAX
 #: mute for at most a year (None: until unmuted)
 MAX_MUTE_MINUTES = 365 * 24 * 60
 
@@ -39,7 +41,20 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what a note may not hold (
 _NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def unpack(
+def call(
+    broker: pb.Broker, method: Callable[..., Any], name: str, args: Any, kw: Any, perspective: Any = None
+) -> Any:
+    """Run a remote call: its arguments unjellied and fitted to ``method``
+    (:func:`_unpack`), an ``async def`` method's coroutine made a Deferred,
+    and the result serialized for the peer."""
+    args, kw = _unpack(broker, method, name, args, kw, perspective)
+    result = method(*args, **kw)
+    if inspect.iscoroutine(result):
+        result = Deferred.fromCoroutine(result)
+    return broker.serialize(result, perspective, method, args, kw)
+
+
+def _unpack(
     broker: pb.Broker, method: Callable[..., Any], name: str, args: Any, kw: Any, perspective: Any = None
 ) -> tuple[list[Any], dict[str, Any]]:
     """A call's arguments unjellied (plain data only) and fitted to
@@ -53,11 +68,11 @@ def unpack(
         raise BadArgument(f"{name}: every string must be valid UTF-8") from None
     if isinstance(kw, dict):
         kw = {k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v for k, v in kw.items()}
-    check_call(method, name, args, kw)
+    _check_call(method, name, args, kw)
     return list(args), kw
 
 
-def check_call(method: Callable[..., Any], name: str, args: Any, kw: Any) -> None:
+def _check_call(method: Callable[..., Any], name: str, args: Any, kw: Any) -> None:
     """Refuse a call whose arguments do not fit ``method``'s parameters
     (too many, a missing one, an unknown keyword) with a message for people."""
     if not isinstance(args, list | tuple) or not isinstance(kw, dict):

@@ -166,14 +166,12 @@ class LoginGate(pb.Referenceable, AvatarMixin):
             raise LoginFailed(
                 f"no method {printable(message, 40)!r} before login; call login or loginAnonymous"
             )
-        args, kw = arguments.unpack(broker, method, message, args, kw)
-        return broker.serialize(method(*args, **kw))
+        return arguments.call(broker, method, message, args, kw)
 
     def remote_login(self, name: str, token: str, mind: pb.RemoteReference | None = None) -> Deferred:
         name = arguments.text(name, "name")
         token = arguments.text(token, "token", limit=arguments.MAX_TOKEN)
-        if not _is_mind(mind):
-            raise LoginFailed("the mind must be a pb.Referenceable of the client's, or None")
+        _require_mind(mind)
         peer = self.connection.peer
         self.service.throttle.begin(peer)
         creds = credentials.UsernamePassword(name.encode(), token.encode())
@@ -198,15 +196,15 @@ class LoginGate(pb.Referenceable, AvatarMixin):
     def remote_loginAnonymous(self, mind: pb.RemoteReference | None = None) -> Deferred:  # noqa: N802
         if not self.service.settings.anonymous:
             raise LoginFailed("anonymous access is turned off on this hub")
-        if not _is_mind(mind):
-            raise LoginFailed("the mind must be a pb.Referenceable of the client's, or None")
+        _require_mind(mind)
         d = self.service.portal.login(credentials.Anonymous(), Client(self.connection, mind), pb.IPerspective)
         d.addCallback(self._cbLogin)
         return d
 
 
-def _is_mind(mind: Any) -> bool:
-    return mind is None or isinstance(mind, pb.RemoteReference)
+def _require_mind(mind: Any) -> None:
+    if mind is not None and not isinstance(mind, pb.RemoteReference):
+        raise LoginFailed("the mind must be a pb.Referenceable of the client's, or None")
 
 
 @implementer(pb.IPBRoot)

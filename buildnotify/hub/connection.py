@@ -121,27 +121,39 @@ class HubConnection(ProtocolWrapper):
 
     def close_after(self, last: list[bytes]) -> None:
         """Drop what waits in the outbox, write ``last`` behind what the
-        transport holds, and close our side once that is sent. Reading goes
-        on (and is ignored): closing a socket with unread data sends a reset,
-        which would destroy the last words in the client's buffer."""
+        transport holds, and close our side once that is sent (abort after the
+        grace period if it never is). Reading goes on (and is ignored): closing
+        a socket with unread data sends a reset, which would destroy the last
+        words in the client's buffer."""
         self.closing = True
         if self.outbox is not None:
             self.outbox.close()
         for data in last:
             self.transport.write(data)
         self._half_close()
+        self._abort_after_grace()
 
     def finish(self) -> None:
         """Close our side once what the outbox holds is written (reading
-        goes on and is ignored, as in :meth:`close_after`)."""
+        goes on and is ignored, as in :meth:`close_after`); abort after the
+        grace period if the client never reads it."""
         self.closing = True
         if self.outbox is None:
             return
         self.outbox.flush()  # what was sent this turn (a goodbye) goes out now, or queues
         self.outbox.drained().addCallback(lambda _: self._half_close())
+        self._abort_after_grace()
 
     def _half_close(self) -> None:
         (getattr(self.transport, "loseWriteConnection", None) or self.transport.loseConnection)()
+
+    def _abort_after_grace(self) -> None:
+        """A client that never reads its last words is cut off after ``grace``."""
+        self.service.later(self.service.settings.grace, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if getattr(self.transport, "connected", False):
+            self.abort()
 
     def abort(self) -> None:
         """Close now, whatever is queued."""

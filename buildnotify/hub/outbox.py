@@ -110,15 +110,6 @@ class Outbox:
         transport.registerProducer(self, True)
 
     @property
-    def queued(self) -> int:
-        """Messages waiting for the transport (not counting its own buffer)."""
-        return self._waiting_messages
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._waiting_bytes
-
-    @property
     def writable(self) -> bool:
         return not self._paused and not self._waiting and not self._batch
 

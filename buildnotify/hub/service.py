@@ -150,7 +150,7 @@ class PBService:
         self._heartbeat = LoopingCall(self._ping_everyone)
         self._heartbeat.clock = self.clock
         self.access = AccessWatch(store, self.clock, settings.access_poll, self.access_changed)
-        self._timers: set[Any] = set()  # pending drops and aborts, cancelled by stop()
+        self._timers: set[Any] = set()  # pending drops and aborts (later()), cancelled by stop()
 
     async def start(self) -> None:
         for claim in await self.store.read(_all_claims):
@@ -310,7 +310,6 @@ class PBService:
         session.end(reason)
         if not session.connection.sessions:
             session.connection.finish()
-            self.later(self.settings.grace, _abort, session.connection.transport)
 
     # -- dropping clients ------------------------------------------------------------
 
@@ -340,12 +339,9 @@ class PBService:
         slow") behind what its socket already holds, and close our side; if
         it never reads even that, abort after the grace period."""
         observers = [s for s in connection.sessions if isinstance(s, ObserverSession)]
-        for session in list(connection.sessions):
-            log.info("dropping %s session of %s: too slow", session.kind, session.who)
-            session.end("too slow")
+        self._end_all(connection, "too slow")
         goodbye = OneWayCall("goodbye", "too slow")
         connection.close_after([goodbye.for_object(session.mind.luid) for session in observers])
-        self.later(self.settings.grace, _abort, connection.transport)
 
     def _ping_everyone(self) -> None:
         for connection in list(self.connections):
@@ -353,17 +349,19 @@ class PBService:
             if session is None or connection.pinging:
                 continue  # one ping at a time per connection, however long it takes
             connection.pinging = True
-            d = session.ping(self.settings.ping_timeout)
-            d.addBoth(lambda result, c=connection: (setattr(c, "pinging", False), result)[1])
-            d.addCallback(self._pinged, connection)
+            session.ping(self.settings.ping_timeout).addCallback(self._pinged, connection)
 
     def _pinged(self, alive: bool, connection: HubConnection) -> None:
+        connection.pinging = False
         if alive or connection not in self.connections:
             return
-        for session in list(connection.sessions):
-            log.info("dropping %s session of %s: no heartbeat", session.kind, session.who)
-            session.end("no heartbeat")
+        self._end_all(connection, "no heartbeat")
         connection.abort()
+
+    def _end_all(self, connection: HubConnection, reason: str) -> None:
+        for session in list(connection.sessions):
+            log.info("dropping %s session of %s: %s", session.kind, session.who, reason)
+            session.end(reason)
 
     # -- mutes -----------------------------------------------------------------------
 
@@ -392,11 +390,6 @@ class PBService:
             return False
         until = self.mutes.get(session.developer.name, {}).get(project)
         return until is not None and until > self.now()
-
-
-def _abort(transport: Any) -> None:
-    if getattr(transport, "connected", False):
-        transport.abortConnection()
 
 
 def _all_claims(conn: Any) -> list[dict[str, Any]]:

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -85,11 +85,7 @@ class Session(pb.Avatar):
         method = getattr(self, f"perspective_{message}", None)
         if method is None:
             raise NotAllowed(f"no method {message!r} on a {self.kind} session")
-        args, kw = arguments.unpack(broker, method, message, args, kw, self)
-        result = method(*args, **kw)
-        if inspect.iscoroutine(result):
-            result = Deferred.fromCoroutine(result)
-        return broker.serialize(result, self, method, args, kw)
+        return arguments.call(broker, method, message, args, kw, self)
 
     def touched(self) -> None:
         """The client called: a hook for idle timeouts."""
@@ -352,12 +348,17 @@ class ObserverSession(Session):
         """This session may no longer see ``projects``: stop pushing them and
         tell the client (``unwatched``)."""
         lost = sorted(projects & self.watching)
-        for project in lost:
-            self.watching.discard(project)
-            self.service.leave(project, self)
+        self._leave(lost)
         if lost:
             log.info("%s session of %s no longer sees %s", self.kind, self.who, ", ".join(lost))
             self.deliver(OneWayCall("unwatched", lost, "no such project, or it is private"))
+
+    def _leave(self, projects: Iterable[str]) -> None:
+        """Stop watching ``projects`` (those it watches) and leave their rooms."""
+        for project in projects:
+            if project in self.watching:
+                self.watching.discard(project)
+                self.service.leave(project, self)
 
     def fail(self, reason: str) -> None:
         """Something went wrong on our side: end the session (and close its
@@ -381,9 +382,7 @@ class ObserverSession(Session):
         if self.ended is not None:
             return
         super().end(reason)
-        for project in self.watching:
-            self.service.leave(project, self)
-        self.watching.clear()
+        self._leave(list(self.watching))
 
     def perspective_watch(self, projects: list[str] | None = None, since: int | None = None) -> Deferred:
         """Watch ``projects`` (a developer's default: the saved ones). With
@@ -422,18 +421,14 @@ class ObserverSession(Session):
         try:
             if self.service.access_version != access:  # access changed while we looked
                 lost = await self._hidden_projects() & set(joined)
-                for project in lost:
-                    self.watching.discard(project)
-                    self.service.leave(project, self)
+                self._leave(lost)
                 if lost and named:
                     raise NotAllowed(f"no such project, or it is private: {', '.join(sorted(lost))}")
                 skipped += sorted(lost)
             if since is not None:
                 replayed = await self._replay(since)
         except BaseException:
-            for project in joined:  # no half-caught-up subscription: the client retries
-                self.watching.discard(project)
-                self.service.leave(project, self)
+            self._leave(joined)  # no half-caught-up subscription: the client retries
             raise
         finally:
             held, self._backlog = self._backlog or [], None
@@ -483,10 +478,7 @@ class ObserverSession(Session):
 
     def perspective_unwatch(self, projects: list[str]) -> list[str]:
         projects = arguments.project_list(projects)
-        for project in projects:
-            if project in self.watching:
-                self.watching.discard(project)
-                self.service.leave(project, self)
+        self._leave(projects)
         if self.developer is not None:
             developer_id = self.developer.id
 

@@ -77,7 +77,7 @@ class Store:
     def start(self) -> None:
         """Start the writer and readers (blocking: reads the stream's head)."""
         with self.engine.connect() as conn:
-            self.head = queries.id_range(conn)[1] or 0
+            self.head = queries.newest_id(conn)
         self._writer.start()
         self._readers.start()
 

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from buildnotify.events import utcnow
 from buildnotify.store.schema import (
+    NAME_LENGTH,
     access_changes,
     alerts,
     claims,
@@ -34,7 +35,7 @@ from buildnotify.store.schema import (
 TOKEN_PREFIX = "bn_"
 HASH_PREFIX = "sha256:"
 IDENTITY_KINDS = ("email", "login")
-MAX_NAME = 255
+MAX_NAME = NAME_LENGTH
 
 #: Compared against when a developer has no token (or does not exist), so that
 #: a failed login costs the same compare either way.
@@ -266,9 +267,9 @@ def private_projects(conn: Connection) -> set[str]:
 def visible_projects(conn: Connection, developer_id: int | None) -> list[tuple[str, bool]]:
     """(name, private) of every known project a developer (None: anonymous)
     may see, by name."""
-    hidden = hidden_from(conn, developer_id)
+    mine = memberships(conn, developer_id) if developer_id is not None else set()
     rows = conn.execute(select(projects.c.name, projects.c.private).order_by(projects.c.name))
-    return [(row.name, bool(row.private)) for row in rows if row.name not in hidden]
+    return [(row.name, bool(row.private)) for row in rows if not row.private or row.name in mine]
 
 
 def hidden_from(conn: Connection, developer_id: int | None) -> set[str]:

@@ -41,10 +41,9 @@ def history(
     return [event_from_row(row._mapping) for row in conn.execute(query.limit(limit))]
 
 
-def id_range(conn: Connection) -> tuple[int | None, int | None]:
-    """The oldest and newest stored event ids (None, None when empty)."""
-    low, high = conn.execute(select(func.min(events.c.id), func.max(events.c.id))).one()
-    return low, high
+def newest_id(conn: Connection) -> int:
+    """The newest stored event id (0 when empty)."""
+    return conn.execute(select(func.max(events.c.id))).scalar() or 0
 
 
 def oldest_id(conn: Connection) -> int | None:

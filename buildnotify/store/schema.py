@@ -49,6 +49,12 @@ metadata = MetaData(
     }
 )
 
+#: the width of every name column (projects, pipelines, branches, developers,
+#: identities): ingest cuts names to it, PB arguments longer are refused
+NAME_LENGTH = 255
+#: the largest value a BigInteger column holds
+BIGINT_MAX = 2**63 - 1
+
 # BigInteger ids, but SQLite only autoincrements INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -56,7 +62,7 @@ projects = Table(
     "projects",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("name", String(255), nullable=False, unique=True),
+    Column("name", String(NAME_LENGTH), nullable=False, unique=True),
     Column("private", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
@@ -68,14 +74,14 @@ events = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("provider", String(32), nullable=False),
-    Column("project", String(255), nullable=False),
-    Column("pipeline", String(255), nullable=False),
-    Column("branch", String(255)),
+    Column("project", String(NAME_LENGTH), nullable=False),
+    Column("pipeline", String(NAME_LENGTH), nullable=False),
+    Column("branch", String(NAME_LENGTH)),
     Column("sha", String(64)),
-    Column("author_name", String(255)),
-    Column("author_email", String(255)),
-    Column("author_login", String(255)),
-    Column("build_id", String(255), nullable=False),
+    Column("author_name", String(NAME_LENGTH)),
+    Column("author_email", String(NAME_LENGTH)),
+    Column("author_login", String(NAME_LENGTH)),
+    Column("build_id", String(NAME_LENGTH), nullable=False),
     Column("build_number", BigInteger),
     Column("attempt", Integer, nullable=False, default=1),
     Column("status", String(16), nullable=False),
@@ -84,7 +90,7 @@ events = Table(
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("received_at", UTCDateTime, nullable=False),
-    Column("delivery_key", String(255), nullable=False),
+    Column("delivery_key", String(NAME_LENGTH), nullable=False),
     Index("ix_events_project_id", "project", "id"),
 )
 
@@ -94,8 +100,8 @@ deliveries = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("provider", String(32), nullable=False),
-    Column("key", String(255), nullable=False),
-    Column("source", String(255)),
+    Column("key", String(NAME_LENGTH), nullable=False),
+    Column("source", String(NAME_LENGTH)),
     Column("received_at", UTCDateTime, nullable=False),
     Column("event_count", Integer, nullable=False),
     UniqueConstraint("provider", "key", name="uq_deliveries_provider_key"),
@@ -108,10 +114,10 @@ builds = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("provider", String(32), nullable=False),
-    Column("project", String(255), nullable=False),
-    Column("pipeline", String(255), nullable=False),
-    Column("build_id", String(255), nullable=False),
-    Column("branch", String(255)),
+    Column("project", String(NAME_LENGTH), nullable=False),
+    Column("pipeline", String(NAME_LENGTH), nullable=False),
+    Column("build_id", String(NAME_LENGTH), nullable=False),
+    Column("branch", String(NAME_LENGTH)),
     Column("seq", BigInteger, nullable=False),  # orders runs of one branch
     Column("attempt", Integer, nullable=False),
     Column("phase", Integer, nullable=False),  # 0 queued, 1 running, 2 finished
@@ -127,8 +133,8 @@ developers = Table(
     "developers",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("name", String(255), nullable=False, unique=True),
-    Column("token_hash", String(255)),
+    Column("name", String(NAME_LENGTH), nullable=False, unique=True),
+    Column("token_hash", String(NAME_LENGTH)),
     Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -139,7 +145,7 @@ identities = Table(
     Column("id", Id, primary_key=True),
     Column("developer_id", Id, ForeignKey("developers.id", ondelete="CASCADE"), nullable=False),
     Column("kind", String(16), nullable=False),
-    Column("value", String(255), nullable=False),
+    Column("value", String(NAME_LENGTH), nullable=False),
     UniqueConstraint("kind", "value", name="uq_identities_kind_value"),
 )
 
@@ -148,7 +154,7 @@ members = Table(
     "members",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("project", String(255), nullable=False),
+    Column("project", String(NAME_LENGTH), nullable=False),
     Column("developer_id", Id, ForeignKey("developers.id", ondelete="CASCADE"), nullable=False),
     UniqueConstraint("project", "developer_id", name="uq_members_project_developer"),
 )
@@ -173,7 +179,7 @@ watches = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("developer_id", Id, ForeignKey("developers.id", ondelete="CASCADE"), nullable=False),
-    Column("project", String(255), nullable=False),
+    Column("project", String(NAME_LENGTH), nullable=False),
     Column("watching", Boolean, nullable=False, default=True),
     Column("muted_until", UTCDateTime),
     UniqueConstraint("developer_id", "project", name="uq_watches_developer_project"),
@@ -185,10 +191,10 @@ claims = Table(
     "claims",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("project", String(255), nullable=False),
-    Column("pipeline", String(255), nullable=False),
-    Column("branch", String(255), nullable=False, default=""),
-    Column("developer", String(255), nullable=False),
+    Column("project", String(NAME_LENGTH), nullable=False),
+    Column("pipeline", String(NAME_LENGTH), nullable=False),
+    Column("branch", String(NAME_LENGTH), nullable=False, default=""),
+    Column("developer", String(NAME_LENGTH), nullable=False),
     Column("note", Text),
     Column("claimed_at", UTCDateTime, nullable=False),
     UniqueConstraint("project", "pipeline", "branch", name="uq_claims_target"),
@@ -203,6 +209,6 @@ access_changes = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("kind", String(16), nullable=False),
-    Column("subject", String(255), nullable=False),
+    Column("subject", String(NAME_LENGTH), nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
 )
