@@ -26,6 +26,7 @@ from buildnotify.client import (
 )
 from buildnotify.client.resume import state_file_name
 from buildnotify.config import PBSettings
+from buildnotify.store import accounts
 from tests.pbclient import (
     EPSILON,
     Client,
@@ -65,6 +66,7 @@ class Recorder:
         self.claims: list[dict[str, Any]] = []
         self.states: list[State] = []
         self.goodbyes: list[str] = []
+        self.lost: list[list[str]] = []
 
     def on_event(self, event: dict[str, Any]) -> None:
         self.events.append(event)
@@ -80,6 +82,9 @@ class Recorder:
 
     def on_goodbye(self, reason: str) -> None:
         self.goodbyes.append(reason)
+
+    def on_access_lost(self, projects: list[str], reason: str) -> None:
+        self.lost.append(projects)
 
     @property
     def ids(self) -> list[int]:
@@ -376,6 +381,32 @@ class GoodbyeTests(ClientTestCase):
         self.assertEqual(other_mind.event_ids, [event_id])
         self.assertEqual(other_mind.goodbyes, [])
         self.assertEqual(recorder.events, [])
+
+
+class AccessLostTests(ClientTestCase):
+    async def test_a_project_made_private_is_dropped_from_later_watches(self) -> None:
+        clock = task.Clock()
+        await self.start_hub(clock=clock)
+        store, watch = self.hub.hub.store, self.hub.hub.service.access
+
+        async def private(project: str) -> None:
+            await store.write(lambda conn: accounts.set_private(conn, project, True))
+            clock.advance(1.0)  # the hub's next look at access changes
+            await wait_until(lambda: watch._polling is None, what="the hub to read the access change")
+
+        recorder, client = self.client(projects=[WIDGET, "acme/secret"])
+        done = client.start()
+        await self.live(client)
+        await private("acme/secret")
+        await wait_until(lambda: recorder.lost, what="on_access_lost for acme/secret")
+        self.assertEqual((recorder.lost, client.projects), ([["acme/secret"]], [WIDGET]))
+        client.reconnect()  # the next watch names only what it may see: not refused
+        await wait_until(lambda: recorder.phases.count(Phase.LIVE) == 2, what="live again")
+        self.assertEqual(recorder.states[-1].watch["watching"], [WIDGET])
+        await private(WIDGET)
+        outcome = await done
+        self.assertEqual(outcome.ending, Ending.REFUSED)
+        self.assertIn("no project left to watch", outcome.message)
 
 
 class ResumeFileTests(ClientTestCase):

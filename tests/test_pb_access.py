@@ -141,7 +141,9 @@ class AccessTests(PBTestCase):
         later = await (await self.client()).login("alice", token, mind)
         answer = await later.callRemote("watch", None)
         self.assertEqual((answer["watching"], answer["skipped"]), ([OPEN], [SECRET]))
-        self.assertEqual([r["project"] for r in await later.callRemote("status")], [])
+        for project in (OPEN, SECRET):
+            await self.hub.build(project, 1, "failure")
+        self.assertEqual([r["project"] for r in await later.callRemote("status")], [OPEN])
 
 
 per_backend(AccessTests, globals())

@@ -10,6 +10,7 @@ real sockets.
 
 from __future__ import annotations
 
+import gc
 import socket
 from typing import Any
 
@@ -163,6 +164,22 @@ class AdversaryTests(PBTestCase):
         self.assertFalse(peer.lost.called, "closed before the login timeout")
         clock.advance(0.2)
         await wait_until(lambda: peer.lost.called, what="the hub to close the silent connection")
+
+    async def test_a_connection_whose_sessions_all_ended_must_log_in_again(self) -> None:
+        clock = task.Clock()
+        await self.start(clock=clock, login_timeout=10.0)
+        client = await self.client()
+        perspective = await client.anonymous(None)
+        self.assertEqual(await perspective.callRemote("ping"), "pong")
+        del perspective  # PB tells the hub the reference is gone: the session logs out
+        gc.collect()
+        await wait_until(
+            lambda: not self.hub.hub.service.sessions, what="the logout of the dropped reference"
+        )
+        clock.advance(9.9)
+        self.assertFalse(closed(client), "closed before the login timeout")
+        clock.advance(0.2)
+        await wait_until(lambda: closed(client), what="the hub to close the connection nobody uses")
 
     async def test_a_huge_message_after_login_closes_the_connection(self) -> None:
         await self.start(max_message=64 * 1024)
