@@ -14,8 +14,9 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from buildnotify.client.settings import ClientConfigError, add_connection_options, resolve_connection
 
 EXIT_OK = 0
 EXIT_NO_TRAY = 1
@@ -30,26 +31,13 @@ def parser() -> argparse.ArgumentParser:
         "amber building, green passing, grey disconnected. Its menu lists the builds (click to open one); "
         "failures, fixes, your own alerts and claims pop up as notifications.",
     )
-    p.add_argument("--hub", metavar="ENDPOINT", help="the hub's PB endpoint (default tcp:127.0.0.1:8787)")
-    p.add_argument("--user", metavar="NAME", help="log in as this developer (needs a token)")
-    p.add_argument(
-        "--anonymous", action="store_true", help="log in anonymously even if the client config names a user"
-    )
-    p.add_argument(
-        "--token-file", metavar="F", type=Path, help="file holding the token (else $BUILDNOTIFY_TOKEN)"
-    )
+    add_connection_options(p)
     p.add_argument(
         "--project",
         metavar="P",
         action="append",
         default=[],
         help="watch this project (repeatable; a developer's default: the projects watched before)",
-    )
-    p.add_argument(
-        "--client-config",
-        metavar="FILE",
-        type=Path,
-        help="client config (default ~/.config/buildnotify/client.toml)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log the connection on stderr")
     return p
@@ -63,33 +51,16 @@ def _fail(message: str) -> int:
 def settings(args: argparse.Namespace) -> dict[str, Any] | str:
     """hub, user, token, projects from the arguments and the client config;
     a string is the error to report."""
-    from buildnotify.client import ClientConfigError, load_config, resolve_token
-
     try:
-        config = load_config(args.client_config)
+        connection = resolve_connection(args, no_token_hint=" (or use --anonymous)")
     except ClientConfigError as e:
         return str(e)
-    hub = args.hub or config.hub
-    user = None if args.anonymous else (args.user or config.user)
-    token = None
-    if user is not None:
-        try:
-            token, warning = resolve_token(None, args.token_file, config)
-        except ClientConfigError as e:
-            return str(e)
-        if token is None:
-            return (
-                f"no token for {user}: give --token-file, set BUILDNOTIFY_TOKEN, or set token_file "
-                "in the client config (or use --anonymous)"
-            )
-        if warning:
-            print(f"{PROG}: warning: {warning}", file=sys.stderr)
-    elif args.token_file is not None:
-        return "--token-file needs --user (or a user in the client config)"
-    projects = list(args.project) or list(config.projects) or None
-    if user is None and not projects:
+    if connection.warning:
+        print(f"{PROG}: warning: {connection.warning}", file=sys.stderr)
+    projects = list(args.project) or list(connection.config.projects) or None
+    if connection.user is None and not projects:
         return "name the projects to watch with --project P (or projects in the client config)"
-    return {"hub": hub, "user": user, "token": token, "projects": projects}
+    return {"hub": connection.hub, "user": connection.user, "token": connection.token, "projects": projects}
 
 
 class TrayApp:

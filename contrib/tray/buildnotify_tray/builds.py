@@ -101,10 +101,6 @@ class Build:
         return newer
 
     @property
-    def failing(self) -> bool:
-        return self.state in FAILING_STATES
-
-    @property
     def running(self) -> dict[str, Any] | None:
         """The build queued or running now, if the newest event is one."""
         if self.latest is not None and self.latest.get("status") in BUILDING_STATUSES:

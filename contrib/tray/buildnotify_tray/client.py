@@ -188,6 +188,10 @@ class TrayClient:
         self.send("on_goodbye", reason)
 
     def on_access_lost(self, projects: list[str], reason: str) -> None:
+        """The WatchClient watches the rest from now on; so must the next one
+        (and a project chosen later must not bring these back)."""
+        if self.projects is not None:
+            self.projects = [p for p in self.projects if p not in projects]
         for project in projects:
             self.send("on_unwatched", project)
         self.send("on_hidden", projects)
@@ -217,8 +221,9 @@ class TrayClient:
             answer = await self._call("watch", visible, None)
             self.send("on_watched", answer)
             watching, first_run = list(answer.get("watching") or []), True
-        self.send("on_status", await self._call("status", watching) if watching else [])
-        self.send("on_status", [e for e in recent if e["project"] in watching])  # builds running now
+        rows = await self._call("status", watching) if watching else []
+        running_now = [e for e in recent if e["project"] in watching]  # status() has finished builds only
+        self.send("on_status", [*rows, *running_now])
         if self.user is not None:
             self.send("on_alerts", await self._call("alerts"))
         self.send("on_projects", Projects(tuple(watching), tuple(visible), first_run))

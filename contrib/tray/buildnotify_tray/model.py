@@ -241,7 +241,7 @@ class TrayModel:
             self._merge(row)
             claim = row.get("claim")
             if isinstance(claim, dict):
-                self._set_claim({**claim, "state": claim.get("state", "claimed")})
+                self._set_claim(claim)
         self._changed()
 
     def on_watched(self, answer: dict[str, Any]) -> None:
@@ -272,7 +272,7 @@ class TrayModel:
     def on_hidden(self, hidden: Iterable[str]) -> None:
         """Projects asked for that the hub refuses to show: named, not watched."""
         new = sorted(set(hidden) - set(self.hidden))
-        self.hidden = tuple(sorted(set(self.hidden) | set(new)))
+        self.hidden = tuple(sorted({*self.hidden, *new}))
         if new:
             self.pending.append(
                 Notification("hidden", f"Not watching {', '.join(new)}", NOT_VISIBLE_NOTE, urgent=True)
@@ -480,7 +480,7 @@ class TrayModel:
             self.watching = tuple(answer["watching"])
         for claim in answer.get("claims") or ():
             if isinstance(claim, dict):
-                self._set_claim({**claim, "state": claim.get("state", "claimed")})
+                self._set_claim(claim)
 
     def _add_alert(self, alert: dict[str, Any]) -> None:
         self.alerts[alert["alert_id"]] = alert
@@ -496,6 +496,8 @@ class TrayModel:
         return self.builds.setdefault(key, Build(key)).merge(event)
 
     def _set_claim(self, claim: dict[str, Any]) -> None:
+        """A claim pushed, or seeded from a status row or a watch answer
+        (those have no ``state``: claimed)."""
         key = key_of(claim)
         if key is None:
             return

@@ -53,11 +53,10 @@ async def find_hidden(
     reactor: Any, hub: str, user: str | None, token: str | None, projects: Sequence[str] | None
 ) -> tuple[list[str], list[str], list[str]]:
     """(the projects asked for, those of them the hub refuses to show, the
-    visible projects). ``projects`` None: a developer's watched ones."""
+    visible projects). ``projects`` None: a developer's watched ones. The
+    caller bounds it in time (:data:`SURVEY_TIMEOUT`)."""
     factory = pb.PBClientFactory(security=SECURITY)
-    connecting = clientFromString(reactor, hub).connect(factory)
-    connecting.addTimeout(SURVEY_TIMEOUT, reactor)
-    broker = await connecting
+    broker = await clientFromString(reactor, hub).connect(factory)
     try:
         root = await factory.getRootObject()
         if user is None:

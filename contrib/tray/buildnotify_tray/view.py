@@ -39,7 +39,7 @@ class TrayView(QObject):
         self.open_url = open_url or (lambda url: QDesktopServices.openUrl(QUrl(url)))
         self.icons = Icons()
         self.tray = QSystemTrayIcon()
-        self.menu = TrayMenu(model, commands, self.icons, self._open, ask_note, on_quit)
+        self.menu = TrayMenu(model, commands, self.icons, self.open_url, ask_note, on_quit)
         self.tray.setContextMenu(self.menu.menu)
         self.tray.activated.connect(self._activated)
         self.tray.messageClicked.connect(self._message_clicked)
@@ -67,10 +67,9 @@ class TrayView(QObject):
 
     def refresh(self) -> None:
         model = self.model
-        link = model.link
-        stopped = link in ENDED_LINKS
-        stale = link != Link.LIVE and model.worst is not None
-        self.tray.setIcon(self.icons.get(model.worst, stale=stale, stopped=stopped))
+        link, worst = model.link, model.worst
+        stale = link != Link.LIVE and worst is not None
+        self.tray.setIcon(self.icons.get(worst, stale=stale, stopped=link in ENDED_LINKS))
         self.tray.setToolTip(model.tooltip)
         self.menu.rebuild()
         if model.pending and not self._flush.isActive():
@@ -94,12 +93,9 @@ class TrayView(QObject):
 
     # -- clicks -------------------------------------------------------------------------
 
-    def _open(self, url: str) -> None:
-        self.open_url(url)
-
     def _message_clicked(self) -> None:
         if self._message_url:
-            self._open(self._message_url)
+            self.open_url(self._message_url)
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:  # a left click: the menu too

@@ -215,6 +215,7 @@ def test_claims_of_others_are_notified_and_shown_until_fixed() -> None:
         ("claim", "bob is on acme/widget ci@main", '"flaky test"'),
     ]
     model.on_event(event("success", 2, "fixed"))
+    assert "on it" not in texts(model)[0], "a fix clears the claim, even if the hub's clear is missed"
     model.on_claim(claim("cleared"))
     assert [n.kind for n in model.take_notifications()] == ["fixed"]
     assert "on it" not in texts(model)[0]
