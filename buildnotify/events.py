@@ -13,6 +13,8 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
+from buildnotify.logtext import printable
+
 log = logging.getLogger(__name__)
 
 
@@ -58,8 +60,8 @@ def map_status(provider: str, table: Mapping[str, Status], raw: str | None) -> S
     try:
         return table[key]
     except KeyError:
-        shown = repr(raw) if raw is None or len(raw) <= 100 else f"{raw[:100]!r}... ({len(raw)} characters)"
-        log.warning("%s: unknown status %s mapped to %s", provider, shown, FALLBACK_STATUS.value)
+        shown = raw if raw is None else printable(raw, 100)
+        log.warning("%s: unknown status %r mapped to %s", provider, shown, FALLBACK_STATUS.value)
         return FALLBACK_STATUS
 
 

@@ -158,6 +158,16 @@ def test_an_unreachable_database_is_one_line_without_its_password(capsys, comman
     assert captured.err == f"buildnotify-cli: cannot reach the database at {shown}: connection refused\n"
 
 
+def test_a_sqlite_database_that_cannot_be_opened_is_one_line(tmp_path: Path, capsys) -> None:
+    assert cli.main(["db", "upgrade", "--db", str(tmp_path)]) == cli.EXIT_UNREACHABLE  # a directory
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (
+        captured.err
+        == f"buildnotify-cli: cannot open the database at {tmp_path}: unable to open database file\n"
+    )
+
+
 def test_serve_with_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
     url, shown = closed_postgres()
     config = write_config(tmp_path / "hub.toml", port=free_port(), database=url)

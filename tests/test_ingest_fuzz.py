@@ -11,6 +11,7 @@ to try others. A failure names the seed, provider, fixture, path and value.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -142,16 +143,14 @@ def event_of(provider: str, fixture: str) -> str | None:
     return next((event for prefix, event in names.items() if fixture.startswith(prefix)), None)
 
 
+@dataclasses.dataclass
 class Mutant:
-    def __init__(self, provider: str, fixture: str, path: Path, kind: str, value: Any, body: bytes) -> None:
-        self.provider, self.fixture, self.path, self.kind, self.value, self.body = (
-            provider,
-            fixture,
-            path,
-            kind,
-            value,
-            body,
-        )
+    provider: str
+    fixture: str
+    path: Path
+    kind: str
+    value: Any
+    body: bytes
 
     def named_in(self, answer: bytes) -> bool:
         """Whether an error names the mutated field or an object holding it."""

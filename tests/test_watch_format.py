@@ -1,8 +1,9 @@
 """What ``buildnotify-cli watch`` prints for people: transitions in words,
-and alert lines readable on a terminal."""
+alert lines readable on a terminal, and projects it no longer shows."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from buildnotify.client import watch
@@ -52,3 +53,15 @@ def test_a_fixed_alert_is_not_black_on_green() -> None:
     assert fixed.startswith(watch.BOLD + "\033[32m"), "a fix is bold green text on the terminal's background"
     assert "\033[97;41m" in broke, "a breakage is bright white on red"
     assert fixed.endswith(watch.RESET) and broke.endswith(watch.RESET)
+
+
+def test_lost_access_is_said_on_stderr() -> None:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    terminal = watch.Terminal(
+        json_lines=False, only="all", branch=None, until=None, stdout=stdout, status=watch.StatusLine(stderr)
+    )
+    terminal.on_access_lost(["acme/widget", "acme/gadget"], "the project was made private")
+    assert stderr.getvalue() == (
+        "buildnotify: no longer watching acme/widget, acme/gadget: the project was made private\n"
+    )
+    assert stdout.getvalue() == ""

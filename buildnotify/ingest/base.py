@@ -186,7 +186,7 @@ def field(data: Mapping[str, Any], dotted: str, kind: type | tuple[type, ...] = 
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
         raise WrongType(dotted, _describe(kind))
     if isinstance(value, int) and not isinstance(value, bool):
-        return _in_range(value, dotted)
+        return in_range(value, dotted)
     return value
 
 
@@ -230,7 +230,7 @@ def integer(data: Mapping[str, Any] | None, dotted: str, *, required: bool = Fal
         value = int(value)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise WrongType(dotted, "an integer")
-    return value if value is None else _in_range(value, dotted)
+    return value if value is None else in_range(value, dotted)
 
 
 def identifier(data: Mapping[str, Any], dotted: str, number: str | None = None) -> str:
@@ -246,7 +246,8 @@ def identifier(data: Mapping[str, Any], dotted: str, number: str | None = None) 
     return str(value)
 
 
-def _in_range(value: int, name: str) -> int:
+def in_range(value: int, name: str) -> int:
+    """``value`` if the store can hold it (BIGINT), else :class:`OutOfRange` naming ``name``."""
     if not INT_MIN <= value <= INT_MAX:
         raise OutOfRange(name, INT_MIN, INT_MAX)
     return value

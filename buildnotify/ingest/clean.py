@@ -11,12 +11,11 @@ the CI would retry forever). The limits are the column sizes of
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from datetime import datetime, timezone
 
 from buildnotify.events import Author, BuildEvent, Status
-from buildnotify.ingest.base import INT_MAX, INT_MIN, BadRequest, Delivery, OutOfRange, WrongType
+from buildnotify.ingest.base import BadRequest, Delivery, WrongType, content_hash, in_range
 
 #: project, pipeline, branch and the author's name, email and login are cut to this.
 NAME_LIMIT = 255
@@ -113,7 +112,7 @@ def _delivery_key(key: str) -> str:
 
 
 def _digest(value: str) -> str:
-    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return content_hash(value.encode("utf-8", "surrogatepass"))
 
 
 def _build_number(value: object) -> int | None:
@@ -121,9 +120,7 @@ def _build_number(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise WrongType("build_number", "an integer")
-    if not INT_MIN <= value <= INT_MAX:
-        raise OutOfRange("build_number", INT_MIN, INT_MAX)
-    return value
+    return in_range(value, "build_number")
 
 
 def _attempt(value: object) -> int:

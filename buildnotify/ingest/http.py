@@ -144,7 +144,7 @@ def refused_value(error: BaseException) -> bool:
     DataError, or the driver refusing a Python value. (An IntegrityError is
     not one: with clean values it only comes from a race with another hub
     node storing the same delivery, and the retry finds it stored.)"""
-    if isinstance(error, (OverflowError, UnicodeError, ValueError)):
+    if isinstance(error, (OverflowError, ValueError)):  # UnicodeEncodeError is a ValueError
         return True
     error = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's exception
     return any(cls.__name__ == "DataError" for cls in type(error).__mro__)
