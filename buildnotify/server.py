@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 
+from buildnotify.bus import Bus
+from buildnotify.bus.local import LocalBus
+from buildnotify.bus.postgres import PostgresBus
 from buildnotify.config import HubConfig
 from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
@@ -29,12 +33,14 @@ class Hub:
         self,
         config: HubConfig,
         store: Store,
+        bus: Bus,
         service: PBService,
         http_port: IListeningPort,
         pb_port: IListeningPort,
     ) -> None:
         self.config = config
         self.store = store
+        self.bus = bus
         self.service = service
         self.http_port = http_port
         self.pb_port = pb_port
@@ -56,20 +62,25 @@ class Hub:
             if not provider.authenticated:
                 log.warning("%s: no secret configured; accepting unauthenticated webhooks", name)
         store = Store.open(config.database, reactor)
-        service = PBService(store, config.session, reactor, clock)
+        node = getattr(config, "node", None) or socket.gethostname()
+        bus: Bus = PostgresBus(store, node) if store.shared else LocalBus(store, node)
+        store.on_commit = bus.committed
+        service = PBService(store, bus, config.session, reactor, clock)
         site = make_site(PROVIDERS, config.providers, store.record, config.max_body, store=store)
         ports: list[IListeningPort] = []
         try:
+            await bus.start()
             await service.start()
             ports.append(await serverFromString(reactor, config.pb).listen(service.factory()))
             ports.append(await serverFromString(reactor, config.http).listen(site))
         except Exception:
             service.stop()
+            bus.stop()
             for port in ports:
                 await port.stopListening()
             await store.stop()
             raise
-        hub = cls(config, store, service, http_port=ports[1], pb_port=ports[0])
+        hub = cls(config, store, bus, service, http_port=ports[1], pb_port=ports[0])
         log.info(
             "webhooks on %s/hooks/<provider>; database %s",
             hub.http_url,
@@ -96,4 +107,5 @@ class Hub:
         for port in (self.http_port, self.pb_port):
             await maybeDeferred(port.stopListening)  # None if it was stopped already
         self.service.stop()
+        self.bus.stop()
         await self.store.stop()

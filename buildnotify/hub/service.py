@@ -13,6 +13,7 @@ The realm is where the four client patterns are decided:
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -25,13 +26,14 @@ from twisted.internet.task import LoopingCall
 from twisted.spread import pb
 from zope.interface import implementer
 
+from buildnotify.bus import Bus, Message
 from buildnotify.config import PBSettings
 from buildnotify.events import BuildEvent
 from buildnotify.hub.access import AccessWatch
 from buildnotify.hub.auth import Client, LoginFailed, LoginRoot, LoginThrottle, TokenChecker
 from buildnotify.hub.connection import ConnectionGuard, HubConnection
 from buildnotify.hub.outbox import Flusher
-from buildnotify.hub.rooms import ProjectRoom
+from buildnotify.hub.rooms import ProjectRoom, claim_wire
 from buildnotify.hub.sessions import (
     AnonymousSession,
     ClientlessSession,
@@ -41,17 +43,21 @@ from buildnotify.hub.sessions import (
     Session,
 )
 from buildnotify.hub.wire import OneWayCall
-from buildnotify.store import Store, accounts, personal
+from buildnotify.store import Store, accounts, personal, presence
 from buildnotify.store.accounts import AccessChange
 from buildnotify.store.record import Alert
 from buildnotify.store.schema import claims
 
 log = logging.getLogger("buildnotify.pb")
+#: seconds a login elsewhere waits beyond the ping timeout for the node
+#: holding the client to answer (it pings first, then sends through the bus)
+PROBE_SLACK = 2.0
 
 
 class DeveloperPerspective:
     """One per developer: at most one attached client, which gets the
-    developer's personal alerts. A second login follows the policy."""
+    developer's personal alerts. A second login follows the policy, on this
+    node and (through the bus) on every other node of the hub."""
 
     def __init__(self, service: PBService, developer: Developer) -> None:
         self.service = service
@@ -65,21 +71,50 @@ class DeveloperPerspective:
         return self._attaching.run(lambda: Deferred.fromCoroutine(self._attach(new)))
 
     async def _attach(self, new: DeveloperSession) -> None:
+        service, settings = self.service, self.service.settings
         old = self.client
         if old is not None and old.ended is None:
-            settings = self.service.settings
             if settings.login_policy == "refuse-new":
                 if await old.ping(settings.ping_timeout):
-                    raise LoginFailed(
-                        f"{self.developer.name} is already signed in from another client "
-                        "(this hub refuses a second login; sign out there first)"
-                    )
-                self.service.drop(old, "did not answer a ping; a new login took its place")
+                    raise self._refused()
+                service.drop(old, "did not answer a ping; a new login took its place")
             else:
-                old.goodbye("signed in elsewhere")
-                self.service.later(settings.grace, self.service.drop, old, "replaced by a newer session")
+                self.replace(old)
+        if service.shared and settings.login_policy == "refuse-new":
+            holder = await service.store.read(presence.holder, developer=self.developer.name)
+            # a client held on another node (this node knows its own) that answers keeps its place
+            if (
+                holder is not None
+                and holder.node != service.bus.node
+                and await service.probe(self.developer.name)
+            ):
+                raise self._refused()
         self.client = new
+        await self._announce(new)
         await new.send_pending_alerts()
+
+    async def _announce(self, new: DeveloperSession) -> None:
+        """Say on the bus that ``new`` is the developer's client: an older
+        client on any node says goodbye (on this node it has already)."""
+        service, name = self.service, self.developer.name
+        if service.shared:
+            await service.store.write(lambda conn: presence.hold(conn, name, service.bus.node, new.nonce))
+        message = await service.bus.publish("attached", {"developer": name, "nonce": new.nonce})
+        new.attached_as(message.id)
+
+    def _refused(self) -> LoginFailed:
+        return LoginFailed(
+            f"{self.developer.name} is already signed in from another client "
+            "(this hub refuses a second login; sign out there first)"
+        )
+
+    def replace(self, old: DeveloperSession) -> None:
+        """``old`` was replaced by a newer login: goodbye now, dropped after the grace period."""
+        if old.replaced:
+            return
+        old.replaced = True
+        old.goodbye("signed in elsewhere")
+        self.service.later(self.service.settings.grace, self.service.drop, old, "replaced by a newer session")
 
     def alert(self, alert: Alert) -> None:
         if self.client is not None and self.client.ended is None:
@@ -88,6 +123,12 @@ class DeveloperPerspective:
     def detached(self, session: DeveloperSession) -> None:
         if self.client is session:
             self.client = None
+            if self.service.shared:
+                name, nonce = self.developer.name, session.nonce
+                d = self.service.store.write(lambda conn: presence.release(conn, name, nonce))
+                d.addErrback(
+                    lambda f: log.warning("could not record %s's sign-out: %s", name, f.getErrorMessage())
+                )
 
 
 @implementer(IRealm)
@@ -126,10 +167,13 @@ class Realm:
 
 
 class PBService:
-    def __init__(self, store: Store, settings: PBSettings, reactor: Any, clock: Any = None) -> None:
+    def __init__(self, store: Store, bus: Bus, settings: PBSettings, reactor: Any, clock: Any = None) -> None:
         """``clock`` (default: the reactor) runs every timeout, grace period,
-        heartbeat and throttle window: tests pass a ``task.Clock``."""
+        heartbeat and throttle window: tests pass a ``task.Clock``. Every
+        state change pushed to clients comes from ``bus``."""
         self.store = store
+        self.bus = bus
+        self.shared = store.shared  # several nodes may share the database
         self.settings = settings
         self.reactor = reactor
         self.clock = clock or reactor
@@ -146,13 +190,24 @@ class PBService:
         if settings.anonymous:
             checkers.append(AllowAnonymousAccess())
         self.portal = Portal(Realm(self), checkers)
-        self._unsubscribe = store.subscribe(self.committed)
+        self._probes: dict[str, Deferred[bool]] = {}  # our questions to other nodes: is X's client alive?
+        self._unsubscribe = [
+            bus.subscribe_events(self.committed),
+            bus.subscribe("claim", self._claim_changed),
+            bus.subscribe("mute", self._mute_changed),
+            bus.subscribe("access", lambda _: self.access.poll()),
+            bus.subscribe("attached", self._attached),
+            bus.subscribe("probe", self._probed),
+            bus.subscribe("present", self._present),
+        ]
         self._heartbeat = LoopingCall(self._ping_everyone)
         self._heartbeat.clock = self.clock
         self.access = AccessWatch(store, self.clock, settings.access_poll, self.access_changed)
         self._timers: set[Any] = set()  # pending drops and aborts (later()), cancelled by stop()
 
     async def start(self) -> None:
+        if self.shared:  # clients this node held before it restarted are gone
+            await self.store.write(lambda conn: presence.forget_node(conn, self.bus.node))
         for claim in await self.store.read(_all_claims):
             self.room(claim["project"]).claims[(claim["pipeline"], claim["branch"] or "")] = claim
         self._heartbeat.start(self.settings.heartbeat, now=False)
@@ -165,7 +220,8 @@ class PBService:
         return self.access.last_id
 
     def stop(self) -> None:
-        self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         self.access.stop()
         if self._heartbeat.running:
             self._heartbeat.stop()
@@ -193,6 +249,70 @@ class PBService:
             perspective = self.developers.get(alert.developer)
             if perspective is not None:
                 perspective.alert(alert)
+
+    def _claim_changed(self, message: Message) -> None:
+        """A claim made or released on any node: tell this node's observers."""
+        claim = dict(message.body)
+        state = claim.pop("state")
+        if state == "claimed":
+            self.room(claim["project"]).set_claim(claim)
+        elif state == "released":
+            room = self.rooms.get(claim["project"])
+            if room is not None:
+                room.release_claim(claim["pipeline"], claim["branch"])
+
+    def _mute_changed(self, message: Message) -> None:
+        body = message.body
+        until = datetime.fromisoformat(body["until"]) if body["until"] else None
+        self.muted(body["developer"], body["project"], until)
+
+    # -- one client per developer, across nodes --------------------------------------
+
+    def _attached(self, message: Message) -> None:
+        """A developer's client attached on some node: an older client of
+        that developer here says goodbye (bus order decides which is older)."""
+        perspective = self.developers.get(message.body["developer"])
+        client = perspective.client if perspective is not None else None
+        if (
+            client is not None
+            and client.ended is None
+            and client.nonce != message.body["nonce"]
+            and client.outranked_by(message.id)
+        ):
+            perspective.replace(client)  # type: ignore[union-attr]
+
+    async def probe(self, developer: str) -> bool:
+        """Ask the other nodes whether ``developer``'s client there answers
+        a ping; False when no node says so in time (a dead node says nothing)."""
+        question = secrets.token_hex(8)
+        answer: Deferred[bool] = Deferred()
+        self._probes[question] = answer
+        answer.addTimeout(self.settings.ping_timeout + PROBE_SLACK, self.clock, lambda *_: False)
+        try:
+            await self.bus.publish("probe", {"developer": developer, "probe": question})
+            return await answer
+        finally:
+            self._probes.pop(question, None)
+
+    def _probed(self, message: Message) -> None:
+        perspective = self.developers.get(message.body["developer"])
+        client = perspective.client if perspective is not None else None
+        if message.node == self.bus.node or client is None or client.ended is not None:
+            return
+
+        def answer(alive: bool) -> None:
+            if not alive:
+                self.drop(client, "did not answer a ping; a new login took its place")
+            self.bus.publish("present", {"probe": message.body["probe"], "alive": alive}).addErrback(
+                lambda f: log.warning("could not answer a login elsewhere: %s", f.getErrorMessage())
+            )
+
+        client.ping(self.settings.ping_timeout).addCallback(answer)
+
+    def _present(self, message: Message) -> None:
+        answer = self._probes.pop(message.body["probe"], None)
+        if answer is not None and not answer.called:
+            answer.callback(bool(message.body["alive"]))
 
     # -- registry --------------------------------------------------------------------
 
@@ -377,6 +497,17 @@ class PBService:
         self.mutes[session.developer.name] = {
             p: s["muted_until"] for p, s in saved.items() if s["muted_until"]
         }
+
+    async def mute(self, developer: str, project: str, until: datetime | None) -> None:
+        """Apply a mute (None: unmute) here at once and on every node through the bus."""
+        self.muted(developer, project, until)
+        body = {"developer": developer, "project": project, "until": until.isoformat() if until else None}
+        await self.bus.publish("mute", body)
+
+    async def claim_changed(self, claim: dict[str, Any], state: str) -> None:
+        """Tell every node's observers (this one's through the bus too) that
+        ``claim`` was "claimed" or "released"."""
+        await self.bus.publish("claim", claim_wire(claim) | {"state": state})
 
     def muted(self, developer: str, project: str, until: datetime | None) -> None:
         mine = self.mutes.setdefault(developer, {})

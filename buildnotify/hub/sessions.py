@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -221,7 +222,7 @@ class Session(pb.Avatar):
 
         claim = await self.service.store.write(write)
         claim.pop("replaced", None)
-        self.service.room(project).set_claim(claim)
+        await self.service.claim_changed(claim, "claimed")
         return claim_wire(claim)
 
     async def perspective_unclaim(self, project: str, pipeline: str, branch: str | None = None) -> bool:
@@ -234,7 +235,8 @@ class Session(pb.Avatar):
 
         released = await self.service.store.write(write)
         if released:
-            self.service.room(project).release_claim(pipeline, branch)
+            claim = {"project": project, "pipeline": pipeline, "branch": branch}
+            await self.service.claim_changed(claim, "released")
         return released
 
     async def perspective_alerts(self) -> list[dict[str, Any]]:
@@ -262,14 +264,14 @@ class Session(pb.Avatar):
         await self._require_visible([project])
         until = FOREVER if minutes is None else self.service.now() + timedelta(minutes=minutes)
         await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, until))
-        self.service.muted(developer.name, project, until)
+        await self.service.mute(developer.name, project, until)
         return {"project": project, "muted_until": until.isoformat()}
 
     async def perspective_unmute(self, project: str) -> bool:
         developer = self._require_developer("unmute projects")
         project = arguments.text(project, "project")
         await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, None))
-        self.service.muted(developer.name, project, None)
+        await self.service.mute(developer.name, project, None)
         return True
 
     async def perspective_settings(self) -> dict[str, Any]:
@@ -416,7 +418,7 @@ class ObserverSession(Session):
         for project in joined:
             self.service.room(project).attach(self)
             self.watching.add(project)
-        head = self.service.store.head  # every event up to here was announced before we joined
+        head = self.service.bus.head  # every event up to here was announced before we joined
         replayed = 0
         try:
             if self.service.access_version != access:  # access changed while we looked
@@ -507,6 +509,26 @@ class DeveloperSession(ObserverSession):
     def __init__(self, service: PBService, developer: Developer, mind: pb.RemoteReference) -> None:
         super().__init__(service, developer, mind)
         self.alerted: set[int] = set()
+        #: names this client in the bus's ``attached`` messages (several nodes)
+        self.nonce = secrets.token_hex(8)
+        self._attach_id: int | None = None  # the bus id of our ``attached`` message
+        self._rival = 0  # the newest ``attached`` of another client seen before we knew ours
+        self.replaced = False  # told goodbye: a newer login took over
+
+    def attached_as(self, message_id: int) -> None:
+        """Our ``attached`` message has bus id ``message_id``: a rival seen
+        meanwhile with a higher id replaces us now."""
+        self._attach_id = message_id
+        if self._rival > message_id and self.ended is None:
+            self.service.developer(self.developer).replace(self)  # type: ignore[arg-type]
+
+    def outranked_by(self, message_id: int) -> bool:
+        """Whether another client's ``attached`` message ``message_id`` is
+        newer than ours (if ours is not known yet, decide once it is)."""
+        if self._attach_id is None:
+            self._rival = max(self._rival, message_id)
+            return False
+        return message_id > self._attach_id
 
     def deliver_alert(self, alert: Alert) -> None:
         if alert.id in self.alerted or self.service.is_muted(self, alert.event.project):

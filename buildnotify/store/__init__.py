@@ -1,5 +1,5 @@
 """The event store: one writer thread with group commit, reads on a small
-thread pool, and listeners told of each committed event (the bus hangs here).
+thread pool, and a hook told of each commit that stored events (the bus).
 
 Nothing here blocks the reactor thread.
 """
@@ -16,68 +16,74 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from buildnotify.events import BuildEvent
 from buildnotify.ingest.base import Delivery
 from buildnotify.store import database, queries
 from buildnotify.store.cache import RecordCache
 from buildnotify.store.record import Alert, Recorded, record_batch
+from buildnotify.store.stream import EVENTS, Stream
 from buildnotify.store.writer import GroupCommitWriter
 
 __all__ = ["Alert", "Recorded", "Store"]
 
 log = logging.getLogger(__name__)
 
-#: Told of each commit that stored events: ``listener(events, alerts)``.
-Listener = Callable[[Sequence[BuildEvent], Sequence[Alert]], None]
 T = TypeVar("T")
 
 
 def _apply(
-    conn: Connection, items: Sequence[Delivery | Callable[[Connection], Any]], cache: RecordCache | None
+    conn: Connection,
+    items: Sequence[Delivery | Callable[[Connection], Any]],
+    cache: RecordCache | None,
+    stream: Stream | None,
 ) -> list[Any]:
     """One transaction's work: webhook deliveries are recorded together (they
-    share lookups); other writes (claims, acks, settings) run in order."""
+    share lookups); other writes (claims, acks, settings) run in order. With
+    several nodes, ``stream`` orders the events' ids by commit."""
     deliveries = [item for item in items if isinstance(item, Delivery)]
+    if deliveries and stream is not None:
+        stream.append(conn, EVENTS)
     recorded = iter(record_batch(conn, deliveries, cache) if deliveries else [])
     return [next(recorded) if isinstance(item, Delivery) else item(conn) for item in items]
 
 
 class Store:
-    """``single_writer``: this hub is the only one writing the database, so
-    its writer may cache what it committed (runs, branches); pass False when
-    several hubs share one PostgreSQL database."""
+    """``shared``: several hub nodes write this (PostgreSQL) database, so the
+    writer caches nothing across transactions and orders the stream by commit
+    (store/stream.py); False for a hub that is the database's only writer."""
 
-    def __init__(self, engine: Engine, reactor: Any, readers: int = 2, single_writer: bool = True) -> None:
+    def __init__(self, engine: Engine, reactor: Any, readers: int = 2, shared: bool = False) -> None:
         self.engine = engine
         self.reactor = reactor
-        cache = RecordCache() if single_writer else None
+        self.shared = shared
+        self.stream: Stream | None = None
+        if shared and engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                self.stream = Stream.of(conn)
+        cache = None if shared else RecordCache()
         self._writer = GroupCommitWriter(
             engine,
-            functools.partial(_apply, cache=cache),
+            functools.partial(_apply, cache=cache, stream=self.stream),
             reactor,
             on_rollback=cache.clear if cache is not None else None,
         )
         self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="buildnotify-reader")
-        self._listeners: list[Listener] = []
-        #: the greatest event id listeners have been told of (or stored before
-        #: start): every event up to it is committed and announced, every later
-        #: one will be, so a subscriber joining now has "seen" the stream up to it
-        self.head = 0
+        #: told (on the reactor thread) of each commit that stored events: the bus
+        self.on_commit: Callable[[Recorded], None] | None = None
 
     @classmethod
-    def open(cls, url: str, reactor: Any, single_writer: bool = True) -> Store:
+    def open(cls, url: str, reactor: Any, shared: bool | None = None) -> Store:
         """Create the engine and bring the schema to head (blocking: call at
-        start-up, before the hub listens)."""
+        start-up, before the hub listens). ``shared`` defaults to True on
+        PostgreSQL (any node may have siblings), False on SQLite."""
         engine = database.create(url)
         database.upgrade(engine)
-        store = cls(engine, reactor, single_writer=single_writer)
+        if shared is None:
+            shared = engine.dialect.name == "postgresql"
+        store = cls(engine, reactor, shared=shared)
         store.start()
         return store
 
     def start(self) -> None:
-        """Start the writer and readers (blocking: reads the stream's head)."""
-        with self.engine.connect() as conn:
-            self.head = queries.newest_id(conn)
         self._writer.start()
         self._readers.start()
 
@@ -91,12 +97,6 @@ class Store:
         d.addCallback(_done)
         return d
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(events, alerts)`` on the reactor thread after each
-        commit that stored events; returns a function that unsubscribes."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
     def record(self, delivery: Delivery) -> Deferred[Recorded]:
         """Fires once ``delivery`` is committed (or known already)."""
         d = self._writer.submit(delivery)
@@ -104,13 +104,11 @@ class Store:
         return d
 
     def _announce(self, recorded: Recorded) -> Recorded:
-        if recorded.events:
-            self.head = max(self.head, *(event.id for event in recorded.events))
-            for listener in list(self._listeners):
-                try:
-                    listener(recorded.events, recorded.alerts)
-                except Exception:  # a broken listener must not fail the webhook
-                    log.exception("event listener %r failed", listener)
+        if recorded.events and self.on_commit is not None:
+            try:
+                self.on_commit(recorded)
+            except Exception:  # a broken bus must not fail the webhook: it is stored
+                log.exception("announcing committed events failed")
         return recorded
 
     def write(self, operation: Callable[[Connection], T]) -> Deferred[T]:

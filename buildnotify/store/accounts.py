@@ -31,6 +31,7 @@ from buildnotify.store.schema import (
     projects,
     watches,
 )
+from buildnotify.store.stream import ACCESS, Stream
 
 TOKEN_PREFIX = "bn_"
 HASH_PREFIX = "sha256:"
@@ -359,7 +360,10 @@ class AccessChange:
 
 def _changed(conn: Connection, kind: str, subject: str) -> None:
     """Record, in the caller's transaction, that who may see ``subject``
-    changed: every hub applies it to the sessions it holds."""
+    changed: every hub applies it to the sessions it holds (on PostgreSQL,
+    told at once through the bus's channel, ids in commit order)."""
+    if conn.dialect.name == "postgresql":
+        Stream.of(conn).append(conn, ACCESS)
     conn.execute(insert(access_changes).values(kind=kind, subject=subject, changed_at=utcnow()))
 
 

@@ -212,3 +212,28 @@ access_changes = Table(
     Column("subject", String(NAME_LENGTH), nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
 )
+
+
+#: What one hub node tells every node (claims, mutes, kicks): the body as
+#: JSON, read after a NOTIFY that names only the kind. Ids are in commit
+#: order (see store/stream.py); pruned after a day.
+bus_messages = Table(
+    "bus_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("node", String(NAME_LENGTH), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=False),
+)
+
+#: The attached client of each developer when several nodes share the
+#: database: which node holds it, so a login elsewhere knows whom to ask.
+developer_clients = Table(
+    "developer_clients",
+    metadata,
+    Column("developer", String(NAME_LENGTH), primary_key=True),
+    Column("node", String(NAME_LENGTH), nullable=False),
+    Column("nonce", String(64), nullable=False),
+    Column("attached_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,167 @@
+"""The bus of several hub nodes on one PostgreSQL database.
+
+Every transaction that appends events or messages sends ``NOTIFY`` with
+only its kind (store/stream.py), so NOTIFY's payload limit never matters.
+Each node LISTENs on a connection of its own (a thread blocks on it) and,
+when told, reads what is new by id from the database: events after
+``head`` and messages after the last one it handed on. Ids become visible
+in commit order, so reading by id never skips or repeats. Events committed
+on this node take the same path (a node never hands on an event before an
+older one committed elsewhere).
+
+When the LISTEN connection drops (a restart, ``pg_terminate_backend``), the
+thread reconnects with backoff and the node reads everything it missed; a
+slow poll (``poll`` seconds) covers the time in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import Connection
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+
+from buildnotify.bus.base import Bus, Message, encode
+from buildnotify.store import Store, queries, stream
+from buildnotify.store.record import Recorded
+
+log = logging.getLogger("buildnotify.bus")
+
+#: events or messages read at a time
+PAGE = 1000
+
+
+class PostgresBus(Bus):
+    def __init__(self, store: Store, node: str, poll: float = 2.0, clock: Any = None) -> None:
+        super().__init__(node)
+        if store.stream is None:
+            raise ValueError("PostgresBus needs a shared store (Store(..., shared=True))")
+        self.store = store
+        self.stream = store.stream
+        self.reactor = store.reactor
+        self.last_message = 0
+        self._reading = False
+        self._again = False
+        self._stopping = threading.Event()
+        self._pending = threading.Event()  # a poke is on its way to the reactor
+        self._thread = threading.Thread(target=self._listen, name="buildnotify-listen", daemon=True)
+        self._poll = LoopingCall(self.poke)
+        self._poll.clock = clock or self.reactor
+        self._interval = poll
+        self.connected = threading.Event()  # the LISTEN connection is up (for tests)
+
+    async def start(self) -> None:
+        self.head, self.last_message = await self.store.read(_positions)
+        self._thread.start()
+        self._poll.start(self._interval, now=False)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._poll.running:
+            self._poll.stop()
+
+    # -- producers -------------------------------------------------------------------
+
+    def committed(self, recorded: Recorded) -> None:
+        self.poke()
+
+    def publish(self, kind: str, body: dict[str, Any]) -> Deferred[Message]:
+        text = encode(body)
+
+        def send(conn: Connection) -> int:
+            self.stream.append(conn, stream.MESSAGES)
+            return stream.send(conn, kind, self.node, text)
+
+        d = self.store.write(send)
+        d.addCallback(lambda message_id: Message(message_id, kind, json.loads(text), self.node))
+        return d
+
+    # -- reading ---------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Something may be new: read it (once at a time; a poke meanwhile
+        makes the reader look again)."""
+        self._pending.clear()
+        if self._reading:
+            self._again = True
+            return
+        self._reading = True
+        Deferred.fromCoroutine(self._read_news())
+
+    async def _read_news(self) -> None:
+        try:
+            while True:
+                self._again = False
+                events, alerts, messages = await self.store.read(
+                    _news, after_event=self.head, after_message=self.last_message
+                )
+                self._dispatch_events(events, alerts)
+                for message_id, kind, node, body in messages:
+                    self.last_message = message_id
+                    self._dispatch(Message(message_id, kind, json.loads(body), node))
+                if not self._again and len(events) < PAGE and len(messages) < PAGE:
+                    break
+        except Exception as e:  # the database is away: the poll (or the reconnect) tries again
+            log.warning("could not read what the bus announced: %s", e)
+        finally:
+            self._reading = False
+
+    # -- the LISTEN thread -------------------------------------------------------------
+
+    def _listen(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                conn = self._connect()
+            except Exception as e:
+                log.warning("cannot listen for the bus (%s); retrying in %g s", e, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            self.connected.set()
+            self._poke_from_thread()  # read whatever came while we were not listening
+            self.reactor.callFromThread(self._dispatch, Message(0, stream.ACCESS, {}, "database"))
+            try:
+                while not self._stopping.is_set():
+                    for notify in conn.notifies(timeout=1.0):
+                        if notify.payload == stream.ACCESS:
+                            self.reactor.callFromThread(
+                                self._dispatch, Message(0, stream.ACCESS, {}, "database")
+                            )
+                        else:
+                            self._poke_from_thread()
+            except Exception as e:
+                if not self._stopping.is_set():
+                    log.warning("lost the bus's database connection (%s); reconnecting", e)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _connect(self) -> Any:
+        raw = self.store.engine.raw_connection()
+        raw.detach()  # ours for good: not returned to the pool
+        conn = raw.dbapi_connection
+        conn.autocommit = True
+        conn.execute(f'LISTEN "{self.stream.channel}"')
+        return conn
+
+    def _poke_from_thread(self) -> None:
+        if not self._pending.is_set():  # coalesce a burst of notifications
+            self._pending.set()
+            self.reactor.callFromThread(self.poke)
+
+
+def _positions(conn: Connection) -> tuple[int, int]:
+    return queries.newest_id(conn), stream.newest_message_id(conn)
+
+
+def _news(conn: Connection, after_event: int, after_message: int) -> tuple[list, list, list]:
+    events, alerts = stream.events_after(conn, after_event, PAGE)
+    return events, alerts, stream.messages_after(conn, after_message, PAGE)
