@@ -72,6 +72,7 @@ class HubConfig:
     )
     session: PBSettings = PBSettings()
     path: Path | None = None
+    node: str = ""  # this node's name among several (default: host name and process id)
 
     def replace(self, **changes: Any) -> HubConfig:
         return dataclasses.replace(self, **changes)

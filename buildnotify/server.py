@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from datetime import timedelta
 from typing import Any
@@ -62,7 +63,7 @@ class Hub:
             if not provider.authenticated:
                 log.warning("%s: no secret configured; accepting unauthenticated webhooks", name)
         store = Store.open(config.database, reactor)
-        node = getattr(config, "node", None) or socket.gethostname()
+        node = config.node or f"{socket.gethostname()}:{os.getpid()}"
         bus: Bus = PostgresBus(store, node) if store.shared else LocalBus(store, node)
         store.on_commit = bus.committed
         service = PBService(store, bus, config.session, reactor, clock)

@@ -124,18 +124,22 @@ class RunningHub:
         max_body: int = 25 * 1024 * 1024,
         session: PBSettings | None = None,
         clock: Any = None,
+        database: str | None = None,
+        node: str = "",
     ) -> RunningHub:
         """``clock``: a ``task.Clock`` for the PB service's timeouts, or None
-        for real time."""
+        for real time. ``database``: a URL another hub uses too (a node of
+        the same hub; default: a fresh database)."""
         from buildnotify.server import Hub  # imports every provider
 
         config = HubConfig(
             http="tcp:0:interface=127.0.0.1",
             pb="tcp:0:interface=127.0.0.1",
-            database=database_url(testcase, backend),
+            database=database or database_url(testcase, backend),
             max_body=max_body,
             providers=providers or provider_configs(),
             session=session or PBSettings(),
+            node=node,
         )
         hub = await Hub.start(config, reactor, clock)
         testcase.addCleanup(lambda: Deferred.fromCoroutine(hub.stop()))

@@ -72,13 +72,13 @@ class Bus:
         """Call ``listener(events, alerts)`` with each batch of committed
         events, in stream order; returns a function that unsubscribes."""
         self._event_listeners.append(listener)
-        return lambda: self._event_listeners.remove(listener)
+        return lambda: _discard(self._event_listeners, listener)
 
     def subscribe(self, kind: str, consumer: MessageConsumer) -> Callable[[], None]:
         """Call ``consumer(message)`` with every message of ``kind``."""
         consumers = self._consumers.setdefault(kind, [])
         consumers.append(consumer)
-        return lambda: consumers.remove(consumer)
+        return lambda: _discard(consumers, consumer)
 
     def _dispatch_events(self, events: Sequence[BuildEvent], alerts: Sequence[Alert]) -> None:
         if not events:
@@ -102,3 +102,8 @@ def encode(body: dict[str, Any]) -> str:
     """A message body as stored: JSON, so both buses carry the same values
     (a body that would not survive the database fails on either)."""
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+def _discard(items: list[Any], item: Any) -> None:
+    if item in items:
+        items.remove(item)

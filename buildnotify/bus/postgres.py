@@ -27,8 +27,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from buildnotify.bus.base import Bus, Message, encode
+from buildnotify.events import BuildEvent
 from buildnotify.store import Store, queries, stream
-from buildnotify.store.record import Recorded
+from buildnotify.store.record import Alert, Recorded
 
 log = logging.getLogger("buildnotify.bus")
 
@@ -97,19 +98,51 @@ class PostgresBus(Bus):
         try:
             while True:
                 self._again = False
-                events, alerts, messages = await self.store.read(
+                events, alerts, rows = await self.store.read(
                     _news, after_event=self.head, after_message=self.last_message
                 )
-                self._dispatch_events(events, alerts)
-                for message_id, kind, node, body in messages:
-                    self.last_message = message_id
-                    self._dispatch(Message(message_id, kind, json.loads(body), node))
-                if not self._again and len(events) < PAGE and len(messages) < PAGE:
+                self._hand_on(
+                    events, alerts, [Message(i, kind, json.loads(body), node) for i, kind, node, body in rows]
+                )
+                if not self._again and len(events) < PAGE and len(rows) < PAGE:
                     break
         except Exception as e:  # the database is away: the poll (or the reconnect) tries again
             log.warning("could not read what the bus announced: %s", e)
         finally:
             self._reading = False
+
+    def _hand_on(self, events: list[BuildEvent], alerts: list[Alert], messages: list[Message]) -> None:
+        """Dispatch events and messages merged in id order (they share one
+        sequence), up to the end of the shorter full page (the rest is read
+        again next time)."""
+        last = min(
+            [page[-1].id for page in (events, messages) if len(page) == PAGE],
+            default=None,
+        )
+        if last is not None:
+            events = [e for e in events if e.id <= last]
+            messages = [m for m in messages if m.id <= last]
+        run: list[BuildEvent] = []
+        pending = iter(messages)
+        message = next(pending, None)
+        for event in events:
+            while message is not None and message.id < event.id:
+                self._dispatch_run(run, alerts)
+                run = []
+                self.last_message = message.id
+                self._dispatch(message)
+                message = next(pending, None)
+            run.append(event)
+        self._dispatch_run(run, alerts)
+        while message is not None:
+            self.last_message = message.id
+            self._dispatch(message)
+            message = next(pending, None)
+
+    def _dispatch_run(self, run: list[BuildEvent], alerts: list[Alert]) -> None:
+        if run:
+            ids = {event.id for event in run}
+            self._dispatch_events(run, [alert for alert in alerts if alert.event.id in ids])
 
     # -- the LISTEN thread -------------------------------------------------------------
 

@@ -113,6 +113,8 @@ class DeveloperPerspective:
         if old.replaced:
             return
         old.replaced = True
+        if self.client is old:
+            self.client = None  # it lingers for the grace period, but alerts go to the new one
         old.goodbye("signed in elsewhere")
         self.service.later(self.service.settings.grace, self.service.drop, old, "replaced by a newer session")
 

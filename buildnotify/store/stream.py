@@ -28,7 +28,7 @@ from sqlalchemy import Connection, func, insert, select, text
 from buildnotify.events import utcnow
 from buildnotify.store import queries
 from buildnotify.store.record import Alert
-from buildnotify.store.schema import alerts, bus_messages, developers
+from buildnotify.store.schema import alerts, bus_messages, developers, events
 
 #: what a notification says is new: events, bus messages, or access changes
 #: (written by the account commands, which may run in another process)
@@ -60,10 +60,18 @@ class Stream:
 
 
 def send(conn: Connection, kind: str, node: str, body: str) -> int:
-    """Append a bus message; returns its id."""
+    """Append a bus message; returns its id. Its id is drawn from the events'
+    sequence: one order for events and messages, so a node hands on a mute
+    before the events committed after it, as the node that made it does."""
     return conn.execute(
         insert(bus_messages)
-        .values(kind=kind, node=node, body=body, sent_at=utcnow())
+        .values(
+            id=func.nextval(func.pg_get_serial_sequence(events.name, "id")),
+            kind=kind,
+            node=node,
+            body=body,
+            sent_at=utcnow(),
+        )
         .returning(bus_messages.c.id)
     ).scalar_one()
 
@@ -86,10 +94,10 @@ def newest_message_id(conn: Connection) -> int:
 def events_after(conn: Connection, after_id: int, limit: int) -> tuple[list[Any], list[Alert]]:
     """The next ``limit`` events after ``after_id`` with the alerts committed
     with them (what a node that did not write them pushes)."""
-    events = queries.history(conn, after_id=after_id, limit=limit)
-    if not events:
+    found_events = queries.history(conn, after_id=after_id, limit=limit)
+    if not found_events:
         return [], []
-    by_id = {event.id: event for event in events}
+    by_id = {event.id: event for event in found_events}
     query = (
         select(alerts.c.id, developers.c.name, alerts.c.event_id)
         .join(developers, developers.c.id == alerts.c.developer_id)
@@ -97,4 +105,4 @@ def events_after(conn: Connection, after_id: int, limit: int) -> tuple[list[Any]
         .order_by(alerts.c.id)
     )
     found = [Alert(alert_id, name, by_id[event_id]) for alert_id, name, event_id in conn.execute(query)]
-    return events, found
+    return found_events, found
