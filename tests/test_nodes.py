@@ -6,14 +6,19 @@ not depend on which node the webhook, the claim or the mute went to."""
 from __future__ import annotations
 
 import random
+import threading
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.threads import deferToThread
 from twisted.spread import pb
 from twisted.trial import unittest
 
 from buildnotify.config import PBSettings
+from buildnotify.store import database, retention
 from tests.pbclient import Client, RecordingMind, add_developer, delivered, missing_events, wait_until
 from tests.support import RunningHub, database_url
 
@@ -227,3 +232,39 @@ class DatabaseConnectionTests(NodesTestCase):
         expected = [before, *during, after]
         await wait_until(lambda: mind.event_ids == expected, what=missing_events(expected, mind.event_ids))
         self.flushLoggedErrors()
+
+
+class StartingTogetherTests(unittest.TestCase):
+    async def test_nodes_starting_together_migrate_once(self) -> None:
+        """Three nodes upgrade a fresh database at once: one migrates, the
+        others wait for it and find the schema at head (without the lock,
+        they would all try to create the same tables)."""
+        url = database_url(self, "postgresql")
+        engines = [database.create(url) for _ in range(3)]
+        for engine in engines:
+            self.addCleanup(engine.dispose)
+        await gatherResults([deferToThread(database.upgrade, engine) for engine in engines])
+        self.assertEqual(
+            {database.current_revision(engine) for engine in engines},
+            {ScriptDirectory.from_config(database.alembic_config(engines[0])).get_current_head()},
+        )
+
+    async def test_one_pruner_at_a_time(self) -> None:
+        one, two = await NodesTestCase.start_nodes(self)  # type: ignore[arg-type]
+        old = await one.build("acme/widget", 1, "running", received_at="2026-01-01T00:00:00Z")
+        await one.build("acme/widget", 1, "success")
+        future = datetime.now(timezone.utc) + timedelta(days=365)
+        holding, release = threading.Event(), threading.Event()
+
+        def prune_slowly(conn: Any) -> tuple[int, int]:
+            counts = retention.prune(conn, future)
+            holding.set()
+            release.wait(30)
+            return counts
+
+        first = one.hub.store.write(prune_slowly)
+        await deferToThread(holding.wait, 30)
+        self.assertEqual(await two.hub.store.write(lambda conn: retention.prune(conn, future)), (0, 0))
+        release.set()
+        self.assertEqual((await first)[0], 1)  # the old "running" update; the run's newest event stays
+        self.assertNotIn(old, [e.id for e in await one.events()])

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
+
+from buildnotify.store import locks
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +111,20 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision``; a no-op when it is there already."""
-    command.upgrade(alembic_config(engine), revision)
+    """Bring the database to ``revision``; a no-op when it is there already.
+    On PostgreSQL under a lock: nodes that start together migrate once (the
+    others wait, then find the database at ``revision``)."""
+    if engine.dialect.name != "postgresql":
+        command.upgrade(alembic_config(engine), revision)
+        return
+    with engine.connect() as conn:
+        key = locks.key(locks.schema(conn), locks.MIGRATIONS)
+        conn.execute(text("select pg_advisory_lock(:key)"), {"key": key})
+        try:
+            command.upgrade(alembic_config(engine), revision)
+        finally:
+            conn.execute(text("select pg_advisory_unlock(:key)"), {"key": key})
+            conn.commit()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -3,17 +3,26 @@ is the retention window (``[pb] retention_days``), reported to clients."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select
 
-from buildnotify.store.schema import access_changes, alerts, builds, deliveries, events
+from buildnotify.events import utcnow
+from buildnotify.store import locks
+from buildnotify.store.schema import access_changes, alerts, builds, bus_messages, deliveries, events
+
+#: how long bus messages are kept: nodes read them within seconds
+MESSAGES_KEPT = timedelta(days=1)
 
 
 def prune(conn: Connection, cutoff: datetime) -> tuple[int, int]:
     """Delete events and delivery records received before ``cutoff``; keep the
     newest event of every run (``status`` and transitions still need it) and
-    events with unacknowledged alerts. Returns (events, deliveries) deleted."""
+    events with unacknowledged alerts. Returns (events, deliveries) deleted.
+    With several nodes on PostgreSQL one prunes at a time; the others skip
+    (and report nothing deleted)."""
+    if conn.dialect.name == "postgresql" and not locks.try_transaction_lock(conn, locks.PRUNER):
+        return 0, 0
     keep = select(builds.c.event_id).where(builds.c.event_id.is_not(None))
     pending = select(alerts.c.event_id).where(alerts.c.acked_at.is_(None))
     old_events = conn.execute(
@@ -26,4 +35,5 @@ def prune(conn: Connection, cutoff: datetime) -> tuple[int, int]:
     )
     old_deliveries = conn.execute(delete(deliveries).where(deliveries.c.received_at < cutoff)).rowcount
     conn.execute(delete(access_changes).where(access_changes.c.changed_at < cutoff))  # long applied
+    conn.execute(delete(bus_messages).where(bus_messages.c.sent_at < utcnow() - MESSAGES_KEPT))
     return old_events, old_deliveries

@@ -20,13 +20,12 @@ SQLite has a single writer and needs none of this.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, text
 
 from buildnotify.events import utcnow
-from buildnotify.store import queries
+from buildnotify.store import locks, queries
 from buildnotify.store.record import Alert
 from buildnotify.store.schema import alerts, bus_messages, developers, events
 
@@ -47,10 +46,8 @@ class Stream:
 
     @classmethod
     def of(cls, conn: Connection) -> Stream:
-        schema = conn.execute(text("select current_schema()")).scalar_one()
-        name = f"buildnotify.{schema}"
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        return cls(channel=name[:63], lock_key=key)
+        schema = locks.schema(conn)
+        return cls(channel=f"buildnotify.{schema}"[:63], lock_key=locks.key(schema, locks.STREAM))
 
     def append(self, conn: Connection, kind: str) -> None:
         """Call before drawing stream ids in a transaction: orders the commit
