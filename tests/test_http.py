@@ -17,7 +17,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from buildnotify.ingest.base import Delivery, HookRequest, ProviderConfig
+from buildnotify.delivery import Delivery
+from buildnotify.ingest.base import HookRequest, ProviderConfig
 from buildnotify.ingest.http import make_site
 from buildnotify.ingest.providers import PROVIDERS
 from tests.ingest_support import capture_logs

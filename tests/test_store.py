@@ -13,8 +13,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, Transition
-from buildnotify.ingest.base import Delivery
 from buildnotify.store import Recorded, Store, database
 from buildnotify.store.cache import RecordCache
 from buildnotify.store.record import record_batch

@@ -21,9 +21,10 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import utcnow
 from buildnotify.feeds.cctray import CCTrayResource
-from buildnotify.ingest.base import Delivery, HookError, HookRequest, Ignored, Provider, ProviderConfig
+from buildnotify.ingest.base import HookError, HookRequest, Ignored, Provider, ProviderConfig
 from buildnotify.ingest.clean import clean
 from buildnotify.logtext import printable
 from buildnotify.store import Recorded, Store

@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import BuildEvent
-from buildnotify.ingest.base import Delivery
 from buildnotify.store import database, queries
 from buildnotify.store.cache import RecordCache
 from buildnotify.store.record import Alert, Recorded, record_batch

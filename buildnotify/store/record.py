@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Insert, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, Transition, classify, utcnow
-from buildnotify.ingest.base import Delivery
 from buildnotify.store.cache import DEPTH, UNKNOWN, Branch, RecordCache, Run, RunKey
 from buildnotify.store.schema import UTCDateTime, projects
 from buildnotify.store.schema import alerts as alerts_table
