@@ -43,7 +43,7 @@ from buildnotify.hub.sessions import (
 from buildnotify.hub.wire import OneWayCall
 from buildnotify.store import Store, accounts, personal
 from buildnotify.store.accounts import AccessChange
-from buildnotify.store.record import Alert
+from buildnotify.store.alerting import Alert
 from buildnotify.store.schema import claims
 
 log = logging.getLogger("buildnotify.pb")

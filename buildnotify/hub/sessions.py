@@ -25,7 +25,7 @@ from buildnotify.hub import arguments
 from buildnotify.hub.rooms import claim_wire
 from buildnotify.hub.wire import OneWayCall, approx_size, call_head
 from buildnotify.store import accounts, personal, queries
-from buildnotify.store.record import Alert
+from buildnotify.store.alerting import Alert
 
 if TYPE_CHECKING:
     from buildnotify.hub.connection import HubConnection

@@ -19,8 +19,9 @@ from twisted.python.threadpool import ThreadPool
 from buildnotify.delivery import Delivery
 from buildnotify.events import BuildEvent
 from buildnotify.store import database, queries
+from buildnotify.store.alerting import Alert
+from buildnotify.store.batch import Recorded, record_batch
 from buildnotify.store.cache import RecordCache
-from buildnotify.store.record import Alert, Recorded, record_batch
 from buildnotify.store.writer import GroupCommitWriter
 
 __all__ = ["Alert", "Recorded", "Store"]
