@@ -14,8 +14,8 @@ from twisted.internet.task import LoopingCall
 from buildnotify.config import HubConfig
 from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
-from buildnotify.ingest.http import make_site
 from buildnotify.ingest.providers import PROVIDERS
+from buildnotify.site import make_site
 from buildnotify.store import Store, database, retention
 
 log = logging.getLogger("buildnotify")

@@ -19,8 +19,8 @@ from twisted.web.client import HTTPConnectionPool
 
 from buildnotify.delivery import Delivery
 from buildnotify.ingest.base import HookRequest, ProviderConfig
-from buildnotify.ingest.http import make_site
 from buildnotify.ingest.providers import PROVIDERS
+from buildnotify.site import make_site
 from tests.ingest_support import capture_logs
 from tests.support import RunningHub, per_backend, provider_configs
 
