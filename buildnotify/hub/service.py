@@ -28,7 +28,7 @@ from zope.interface import implementer
 from buildnotify.config import PBSettings
 from buildnotify.events import BuildEvent
 from buildnotify.hub.access import AccessWatch
-from buildnotify.hub.auth import Client, LoginFailed, LoginRoot, LoginThrottle, TokenChecker
+from buildnotify.hub.auth import Client, LoginRoot, LoginThrottle, TokenChecker
 from buildnotify.hub.connection import ConnectionGuard, HubConnection
 from buildnotify.hub.outbox import Flusher
 from buildnotify.hub.rooms import ProjectRoom
@@ -41,6 +41,7 @@ from buildnotify.hub.sessions import (
     Session,
 )
 from buildnotify.hub.wire import OneWayCall
+from buildnotify.protocol import LoginFailed
 from buildnotify.store import Store, accounts, personal
 from buildnotify.store.accounts import AccessChange
 from buildnotify.store.alerting import Alert
