@@ -25,7 +25,6 @@ from twisted.internet.task import LoopingCall
 from twisted.spread import pb
 from zope.interface import implementer
 
-from buildnotify.config import PBSettings
 from buildnotify.events import BuildEvent
 from buildnotify.hub.access import AccessWatch
 from buildnotify.hub.auth import Client, LoginRoot, LoginThrottle, TokenChecker
@@ -40,6 +39,7 @@ from buildnotify.hub.sessions import (
     ObserverSession,
     Session,
 )
+from buildnotify.hub.settings import PBSettings
 from buildnotify.hub.wire import OneWayCall
 from buildnotify.protocol import LoginFailed
 from buildnotify.store import Store, accounts, personal
