@@ -211,7 +211,7 @@ def client_process(targets: list[tuple[str, int]], count: int, index: int, tmp: 
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 
-    from buildnotify.hub.wire import SECURITY, StrictSecurity
+    from buildnotify.protocol import SECURITY, StrictSecurity
 
     _raise_nofile()
     naive_security = StrictSecurity(CopyableEvent.__module__ + "." + CopyableEvent.__qualname__)

@@ -19,8 +19,8 @@ from buildnotify.bus.postgres import PostgresBus
 from buildnotify.config import HubConfig
 from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
-from buildnotify.ingest.http import make_site
 from buildnotify.ingest.providers import PROVIDERS
+from buildnotify.site import make_site
 from buildnotify.store import Store, database, retention
 
 log = logging.getLogger("buildnotify")

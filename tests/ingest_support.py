@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from buildnotify.config import PROVIDERS, TOKEN_PROVIDERS
+from buildnotify.delivery import Delivery
 from buildnotify.events import BuildEvent
-from buildnotify.ingest.base import Delivery, ProviderConfig, hmac_sha256_hex
+from buildnotify.ingest.base import ProviderConfig, hmac_sha256_hex
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

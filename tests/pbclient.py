@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 from twisted.spread import pb
 from twisted.trial import unittest
 
-from buildnotify.hub.wire import SECURITY
+from buildnotify.protocol import SECURITY
 from buildnotify.store import accounts
 
 #: seconds on a task.Clock: "just before" and "just after" a deadline

@@ -22,8 +22,9 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from buildnotify.config import PROVIDERS, HubConfig, PBSettings
+from buildnotify.config import PROVIDERS, HubConfig
 from buildnotify.events import BuildEvent
+from buildnotify.hub.settings import PBSettings
 from buildnotify.ingest.base import ProviderConfig
 from buildnotify.store import database
 

@@ -11,7 +11,7 @@ from sqlalchemy import String, Text, delete, insert, select
 from buildnotify.events import Status
 from buildnotify.store import accounts, database, personal
 from buildnotify.store.accounts import AccountError
-from buildnotify.store.record import record_batch
+from buildnotify.store.batch import record_batch
 from buildnotify.store.schema import alerts, developers, metadata, projects
 from tests.support import database_url, per_backend
 from tests.test_store import T0, build, delivery

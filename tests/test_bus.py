@@ -21,7 +21,7 @@ from buildnotify.bus.local import LocalBus
 from buildnotify.bus.postgres import PostgresBus
 from buildnotify.events import Status
 from buildnotify.store import Store, stream
-from buildnotify.store.record import record_batch
+from buildnotify.store.batch import record_batch
 from tests.pbclient import missing_events, wait_until
 from tests.support import database_url, per_backend
 from tests.test_store import build, delivery

@@ -25,10 +25,11 @@ from sqlalchemy import inspect
 
 from buildnotify import cli
 from buildnotify.config import PROVIDERS, TOKEN_PROVIDERS
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status
-from buildnotify.ingest.base import Delivery, hmac_sha256_hex
+from buildnotify.ingest.base import hmac_sha256_hex
 from buildnotify.store import database
-from buildnotify.store.record import record_batch
+from buildnotify.store.batch import record_batch
 from tests.hubprocess import HubProcess, cli_env, free_port, generic_event, post, run_cli, write_config
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -25,7 +25,7 @@ from buildnotify.client import (
     resolve_token,
 )
 from buildnotify.client.resume import state_file_name
-from buildnotify.config import PBSettings
+from buildnotify.hub.settings import PBSettings
 from buildnotify.store import accounts
 from tests.pbclient import (
     EPSILON,

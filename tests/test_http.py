@@ -17,9 +17,10 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from buildnotify.ingest.base import Delivery, HookRequest, ProviderConfig
-from buildnotify.ingest.http import make_site
+from buildnotify.delivery import Delivery
+from buildnotify.ingest.base import HookRequest, ProviderConfig
 from buildnotify.ingest.providers import PROVIDERS
+from buildnotify.site import make_site
 from tests.ingest_support import capture_logs
 from tests.support import RunningHub, per_backend, provider_configs
 

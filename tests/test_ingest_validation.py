@@ -8,13 +8,13 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import BigInteger, Integer
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status
 from buildnotify.ingest import clean as door
 from buildnotify.ingest.base import (
     INT_MAX,
     INT_MIN,
     BadRequest,
-    Delivery,
     OutOfRange,
     WrongType,
     identifier,

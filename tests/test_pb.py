@@ -6,7 +6,7 @@ from __future__ import annotations
 from twisted.spread import pb
 from twisted.trial import unittest
 
-from buildnotify.config import PBSettings
+from buildnotify.hub.settings import PBSettings
 from buildnotify.store import accounts
 from tests.pbclient import Client, RecordingMind, add_developer, delivered, wait_until
 from tests.support import RunningHub

@@ -115,7 +115,7 @@ class AccessTests(PBTestCase):
         with self.assertRaises((pb.RemoteError, pb.DeadReferenceError, pb.PBConnectionLost)) as ended:
             await script.callRemote("ping")
         if isinstance(ended.exception, pb.RemoteError):
-            self.assertEqual(remote_type(ended.exception), "buildnotify.hub.sessions.SessionEnded")
+            self.assertEqual(remote_type(ended.exception), "buildnotify.protocol.SessionEnded")
         self.assertEqual(bob.goodbyes, [])
         again = await (await self.client()).login("alice", new_token, None)
         self.assertEqual(await again.callRemote("ping"), "pong")

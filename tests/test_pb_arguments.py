@@ -22,7 +22,7 @@ from tests.test_pb import AUTHOR, PBTestCase
 from tests.test_pb_sessions import remote_type
 
 WIDGET = "acme/widget"
-BAD_ARGUMENT = "buildnotify.hub.errors.BadArgument"
+BAD_ARGUMENT = "buildnotify.protocol.BadArgument"
 #: what must never appear in an error a client gets
 INTERNALS = ("sqlalchemy", "Traceback", "builtins", "/work/", ".py", "SELECT", "INSERT", "psycopg")
 
@@ -146,7 +146,7 @@ class BadArgumentsTests(PBTestCase):
         self.patch(self.store, "read", failing)
         with self.assertRaises(pb.RemoteError) as failed:
             await perspective.callRemote("history")
-        self.assertEqual(remote_type(failed.exception), "buildnotify.hub.errors.Unavailable")
+        self.assertEqual(remote_type(failed.exception), "buildnotify.protocol.Unavailable")
         self.assertNotIn("SELECT", str(failed.exception))
         self.assertEqual(self.flushLoggedErrors(), [])
 
@@ -155,7 +155,7 @@ class BadArgumentsTests(PBTestCase):
         await self.store.write(lambda conn: accounts.set_private(conn, "acme/secret", True))
         with self.assertRaises(pb.RemoteError) as refused:
             await perspective.callRemote("mute", "acme/secret")
-        self.assertEqual(remote_type(refused.exception), "buildnotify.hub.sessions.NotAllowed")
+        self.assertEqual(remote_type(refused.exception), "buildnotify.protocol.NotAllowed")
         self.assertEqual(await perspective.callRemote("settings"), {})  # nothing was stored
 
 

@@ -106,7 +106,7 @@ class AdversaryTests(PBTestCase):
         results = await DeferredList(answers, consumeErrors=True)
         failures = {_kind(r) for ok, r in results if not ok}
         # what was queued for it went with the connection; nothing else went wrong
-        self.assertLessEqual(failures, {"PBConnectionLost", "buildnotify.hub.errors.TooBusy"})
+        self.assertLessEqual(failures, {"PBConnectionLost", "buildnotify.protocol.TooBusy"})
 
     async def test_calls_past_the_limit_in_flight_are_refused_at_once(self) -> None:
         await self.start(calls_in_flight=3)
@@ -125,7 +125,7 @@ class AdversaryTests(PBTestCase):
             with self.assertRaises(pb.RemoteError) as error:
                 await call  # answered while the first three still wait on the store
             refused.append(remote_type(error.exception))
-        self.assertEqual(refused, ["buildnotify.hub.errors.TooBusy"] * 2)
+        self.assertEqual(refused, ["buildnotify.protocol.TooBusy"] * 2)
         self.assertFalse(any(c.called for c in calls[:3]))
         gate.callback(None)
         self.assertEqual(await DeferredList(calls[:3]), [(True, [])] * 3)

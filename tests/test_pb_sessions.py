@@ -14,7 +14,7 @@ from twisted.spread import jelly, pb
 
 from buildnotify.hub import sessions
 from buildnotify.hub.outbox import Outbox
-from buildnotify.hub.wire import SECURITY
+from buildnotify.protocol import SECURITY
 from tests.pbclient import (
     EPSILON,
     Client,
@@ -133,7 +133,7 @@ class KickOldTests(PBTestCase):
         for method, *args in (("history", WIDGET), ("ping",), ("whoami",), ("alerts",)):
             refused = await refusal(old.callRemote(method, *args), f"{method} refused after the grace")
             self.assertIn("replaced by a newer session", str(refused))
-            self.assertEqual(remote_type(refused), "buildnotify.hub.sessions.SessionEnded")
+            self.assertEqual(remote_type(refused), "buildnotify.protocol.SessionEnded")
         self.assertFalse(closed(shared))
         self.assertEqual(await watcher.callRemote("ping"), "pong")
         event_id = await self.hub.build(WIDGET, 1, "failure", author=AUTHOR)
@@ -220,7 +220,7 @@ class RefuseNewTests(PBTestCase):
         second_client = await self.client()
         with self.assertRaises(pb.RemoteError) as refused:
             await second_client.login("alice", token, refused_mind)
-        self.assertEqual(remote_type(refused.exception), "buildnotify.hub.auth.LoginFailed")
+        self.assertEqual(remote_type(refused.exception), "buildnotify.protocol.LoginFailed")
         self.assertIn("alice is already signed in from another client", str(refused.exception))
         self.assertEqual(first_mind.pings, 1)
         self.assertEqual(first_mind.goodbyes, [])
@@ -490,12 +490,12 @@ class JellySecurityTests(PBTestCase):
             with self.assertRaises(pb.RemoteError) as refused:
                 await perspective.callRemote("watch", *args)
             self.assertIn("refused to unjelly tests.test_pb_sessions.Smuggled", str(refused.exception))
-            self.assertEqual(remote_type(refused.exception), "buildnotify.hub.errors.BadArgument")
+            self.assertEqual(remote_type(refused.exception), "buildnotify.protocol.BadArgument")
             self.assertEqual(await perspective.callRemote("ping"), "pong")
         with self.assertRaises(pb.RemoteError) as refused:  # the root object refuses it too
             await client.login(Smuggled(), "token", None)  # type: ignore[arg-type]
         self.assertIn("refused to unjelly tests.test_pb_sessions.Smuggled", str(refused.exception))
-        self.assertEqual(remote_type(refused.exception), "buildnotify.hub.errors.BadArgument")
+        self.assertEqual(remote_type(refused.exception), "buildnotify.protocol.BadArgument")
         self.assertFalse(closed(client))
         await perspective.callRemote("watch", [WIDGET])
         event_id = await self.hub.build(WIDGET, 1, "failure")

@@ -9,7 +9,7 @@ from sqlalchemy import insert, select
 
 from buildnotify.events import BuildEvent, Status
 from buildnotify.store import accounts, database, personal
-from buildnotify.store.record import record_batch
+from buildnotify.store.batch import record_batch
 from buildnotify.store.schema import alerts, claims
 from tests.support import database_url, per_backend
 from tests.test_store import T0, build, delivery

@@ -13,11 +13,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, Transition
-from buildnotify.ingest.base import Delivery
 from buildnotify.store import Recorded, Store, database
+from buildnotify.store.batch import record_batch
 from buildnotify.store.cache import RecordCache
-from buildnotify.store.record import record_batch
 from buildnotify.store.schema import metadata
 from tests.support import database_url, per_backend
 
@@ -354,14 +354,14 @@ def test_times_are_adapted_as_sqlalchemy_adapts_them() -> None:
     """The writer adapts datetimes itself, for speed; SQLAlchemy reads them back."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    from buildnotify.store.record import _sql
     from buildnotify.store.schema import UTCDateTime
+    from buildnotify.store.sql import statements
 
     plus_two = timezone(timedelta(hours=2))
     values = [None, T0, T0.replace(microsecond=123456), datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=plus_two)]
     for dialect in (sqlite.dialect(), postgresql.dialect()):
         expected = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-        ours = _sql(dialect)
+        ours = statements(dialect)
         for value in values:
             assert ours.to_db(value) == expected(value), (dialect.name, value)
             assert ours.from_db(ours.to_db(value)) == value

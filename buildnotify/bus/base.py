@@ -13,7 +13,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from buildnotify.events import BuildEvent
-from buildnotify.store.record import Alert, Recorded
+from buildnotify.store.alerting import Alert
+from buildnotify.store.batch import Recorded
 
 log = logging.getLogger("buildnotify.bus")
 

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from buildnotify.bus.base import Bus, Message, encode
 from buildnotify.store import Store, queries
-from buildnotify.store.record import Recorded
+from buildnotify.store.batch import Recorded
 
 
 class LocalBus(Bus):

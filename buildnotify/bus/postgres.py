@@ -29,7 +29,8 @@ from twisted.internet.task import LoopingCall
 from buildnotify.bus.base import Bus, Message, encode
 from buildnotify.events import BuildEvent
 from buildnotify.store import Store, queries, stream
-from buildnotify.store.record import Alert, Recorded
+from buildnotify.store.alerting import Alert
+from buildnotify.store.batch import Recorded
 
 log = logging.getLogger("buildnotify.bus")
 

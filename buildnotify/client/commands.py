@@ -273,7 +273,7 @@ async def _session(
     from twisted.spread import pb
 
     from buildnotify.client.core import describe
-    from buildnotify.hub.wire import SECURITY
+    from buildnotify.protocol import SECURITY
 
     factory = pb.PBClientFactory(security=SECURITY)
     broker = None

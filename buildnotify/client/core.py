@@ -47,18 +47,14 @@ from twisted.spread import pb
 
 from buildnotify.client.resume import ResumeFile
 from buildnotify.client.settings import DEFAULT_HUB
-from buildnotify.hub.wire import SECURITY
+from buildnotify.protocol import SECURITY, BadArgument, LoginFailed, NotAllowed, raised_remotely
 
 log = logging.getLogger("buildnotify.client")
 
 SIGNED_IN_ELSEWHERE = "signed in elsewhere"
 TOO_SLOW = "too slow"
-#: remote error types after which retrying cannot help
-_REFUSALS = (
-    "buildnotify.hub.auth.LoginFailed",
-    "buildnotify.hub.sessions.NotAllowed",
-    "buildnotify.hub.errors.BadArgument",
-)
+#: the hub's errors after which retrying cannot help
+_REFUSALS = (LoginFailed, NotAllowed, BadArgument)
 
 
 class Phase(enum.StrEnum):
@@ -615,8 +611,7 @@ async def _refusable(d: Deferred[Any]) -> Any:
     try:
         return await d
     except pb.RemoteError as e:
-        remote_type = e.remoteType.decode() if isinstance(e.remoteType, bytes) else str(e.remoteType)
-        if remote_type in _REFUSALS:
+        if raised_remotely(e, *_REFUSALS):
             raise _Refused(str(e)) from None
         raise
 

@@ -27,7 +27,7 @@ from twisted.web import resource, server
 
 from buildnotify.events import BuildEvent, Status
 from buildnotify.store import Store, accounts, personal
-from buildnotify.store.record import event_from_row
+from buildnotify.store.rows import event_from_row
 from buildnotify.store.schema import builds, events
 
 log = logging.getLogger("buildnotify.feeds")

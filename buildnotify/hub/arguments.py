@@ -18,8 +18,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.spread import jelly, pb
 
-from buildnotify.hub.errors import BadArgument
 from buildnotify.hub.wire import refusal
+from buildnotify.protocol import BadArgument
 from buildnotify.store.schema import BIGINT_MAX, NAME_LENGTH
 
 #: names of projects, pipelines and branches: the store's column width

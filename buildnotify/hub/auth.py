@@ -21,15 +21,12 @@ from zope.interface import implementer
 
 from buildnotify.hub import arguments
 from buildnotify.logtext import printable
+from buildnotify.protocol import LoginFailed
 from buildnotify.store import accounts
 
 if TYPE_CHECKING:
     from buildnotify.hub.connection import HubConnection
     from buildnotify.hub.service import PBService
-
-
-class LoginFailed(pb.Error):
-    """A login that did not succeed; the message says why, never the token."""
 
 
 @implementer(ICredentialsChecker)
@@ -218,4 +215,4 @@ class LoginRoot:
         return LoginGate(self.service, broker)
 
 
-__all__ = ["ANONYMOUS", "Client", "LoginFailed", "LoginGate", "LoginRoot", "LoginThrottle", "TokenChecker"]
+__all__ = ["ANONYMOUS", "Client", "LoginGate", "LoginRoot", "LoginThrottle", "TokenChecker"]

@@ -28,9 +28,9 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
-from buildnotify.hub.errors import TooBusy, for_client
+from buildnotify.hub.errors import for_client
 from buildnotify.hub.outbox import Outbox
-from buildnotify.hub.wire import SECURITY
+from buildnotify.protocol import SECURITY, TooBusy
 
 if TYPE_CHECKING:
     from buildnotify.hub.service import PBService

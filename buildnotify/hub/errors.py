@@ -1,6 +1,5 @@
-"""The errors a PB client can get besides the refusals of the sessions
-(``NotAllowed``, ``SessionEnded``) and of the login (``LoginFailed``), and
-the one place where any other failure becomes one of them.
+"""The one place where any failure of a PB call becomes an error a client
+may be told (those of :mod:`buildnotify.protocol`).
 
 PB sends a ``pb.Error`` as its class name and message and nothing else; any
 other exception it sends with its message (which may quote SQL, a path or a
@@ -17,24 +16,9 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from buildnotify.logtext import printable
+from buildnotify.protocol import HubFailed, Unavailable
 
 log = logging.getLogger("buildnotify.pb")
-
-
-class BadArgument(pb.Error):
-    """An argument of the wrong type, length or range; the message names it."""
-
-
-class TooBusy(pb.Error):
-    """More calls are waiting for answers than one connection may have."""
-
-
-class Unavailable(pb.Error):
-    """The hub cannot answer now (its database is unreachable); retry later."""
-
-
-class HubFailed(pb.Error):
-    """The hub failed to do this; the reason is in its log, not in the message."""
 
 
 def for_client(failure: Failure, call: str) -> Failure:

@@ -27,10 +27,9 @@ from twisted.spread import pb
 from zope.interface import implementer
 
 from buildnotify.bus import Bus, Message
-from buildnotify.config import PBSettings
 from buildnotify.events import BuildEvent
 from buildnotify.hub.access import AccessWatch
-from buildnotify.hub.auth import Client, LoginFailed, LoginRoot, LoginThrottle, TokenChecker
+from buildnotify.hub.auth import Client, LoginRoot, LoginThrottle, TokenChecker
 from buildnotify.hub.connection import ConnectionGuard, HubConnection
 from buildnotify.hub.outbox import Flusher
 from buildnotify.hub.rooms import ProjectRoom, claim_wire
@@ -42,10 +41,12 @@ from buildnotify.hub.sessions import (
     ObserverSession,
     Session,
 )
+from buildnotify.hub.settings import PBSettings
 from buildnotify.hub.wire import OneWayCall
+from buildnotify.protocol import LoginFailed
 from buildnotify.store import Store, accounts, personal, presence
 from buildnotify.store.accounts import AccessChange
-from buildnotify.store.record import Alert
+from buildnotify.store.alerting import Alert
 from buildnotify.store.schema import claims
 
 log = logging.getLogger("buildnotify.pb")

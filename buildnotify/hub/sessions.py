@@ -25,8 +25,9 @@ from buildnotify.events import BuildEvent, utcnow
 from buildnotify.hub import arguments
 from buildnotify.hub.rooms import claim_wire
 from buildnotify.hub.wire import OneWayCall, approx_size, call_head
+from buildnotify.protocol import NotAllowed, SessionEnded
 from buildnotify.store import accounts, personal, queries
-from buildnotify.store.record import Alert
+from buildnotify.store.alerting import Alert
 
 if TYPE_CHECKING:
     from buildnotify.hub.connection import HubConnection
@@ -43,14 +44,6 @@ ANSWER_BYTES = 256 * 1024
 #: the most pending alerts pushed on login or listed by alerts()
 MAX_ALERTS = 1000
 FOREVER = datetime(9999, 1, 1, tzinfo=timezone.utc)
-
-
-class NotAllowed(pb.Error):
-    """The session may not do this (anonymous, private project, no mind)."""
-
-
-class SessionEnded(pb.Error):
-    """The session was replaced or dropped; its reference no longer works."""
 
 
 @dataclasses.dataclass(frozen=True)

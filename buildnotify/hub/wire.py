@@ -1,5 +1,6 @@
-"""What crosses the PB wire: which jelly types we accept, and one-way calls
-to a client's mind encoded once and written to many connections.
+"""The hub's side of the PB wire: one-way calls to a client's mind encoded
+once and written to many connections. (Which jelly types cross the wire is
+:mod:`buildnotify.protocol`'s, shared with clients.)
 
 A one-way PB call (``callRemote(..., pbanswer=0)``) is the banana encoding
 of ``["message", requestID, objectID, method, 0, args, kwargs]``. Only
@@ -14,35 +15,7 @@ from typing import Any
 
 from twisted.spread import banana, jelly
 
-
-class StrictSecurity(jelly.SecurityOptions):
-    """Plain data, PB references, and the project's own registered types,
-    nothing else. (Twisted's default lets any registered class of any module
-    through, since it allows every dotted type name.)"""
-
-    #: types PB itself needs: references to the client's mind and back to our
-    #: objects, and failures raised in the client's remote methods.
-    PB_TYPES = ("remote", "local", "twisted.spread.pb.CopyableFailure")
-    #: what the jellier asks about when we *send* plain data (no module is
-    #: ever imported for these on the receiving side)
-    OUTGOING = tuple(
-        f"builtins.{t.__name__}"
-        for t in (dict, list, tuple, str, bytes, int, float, bool, type(None), set, frozenset)
-    )
-
-    def __init__(self, *own_types: str) -> None:
-        super().__init__()
-        self.allowBasicTypes()
-        self.allowTypes(*self.PB_TYPES, *self.OUTGOING, *own_types)
-
-    def isTypeAllowed(self, typeName: bytes | str) -> bool:  # noqa: N802 - Twisted's name
-        if not isinstance(typeName, bytes):
-            typeName = typeName.encode("utf-8")
-        return typeName in self.allowedTypes
-
-
-SECURITY = StrictSecurity()
-
+from buildnotify.protocol import SECURITY
 
 #: banana's own encoder spells every string out (the "none" dialect): a
 #: receiver speaking PB's abbreviated dialect reads that too, so the same

@@ -1,5 +1,5 @@
 """The contract every CI dialect follows: a :class:`HookRequest` in, a
-:class:`Delivery` out, or one of the errors below.
+:class:`~buildnotify.delivery.Delivery` out, or one of the errors below.
 
 A provider module is a pure function of the request and its configuration:
 no I/O, no database, no network. The HTTP resource turns the errors into JSON
@@ -16,10 +16,11 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from buildnotify.events import BuildEvent
+if TYPE_CHECKING:
+    from buildnotify.delivery import Delivery
 
 
 class HookError(Exception):
@@ -92,16 +93,6 @@ class HookRequest:
     def content_type(self) -> str:
         raw = self.headers.get("content-type", "")
         return raw.split(";", 1)[0].strip().lower()
-
-
-@dataclasses.dataclass(frozen=True)
-class Delivery:
-    """The normalized result of one webhook: stored once per (provider, key)."""
-
-    provider: str
-    key: str
-    events: tuple[BuildEvent, ...]
-    source: str | None = None  # which configured token/secret authenticated it; never the secret
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,10 +12,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, map_status
 from buildnotify.ingest.base import (
     BadRequest,
-    Delivery,
     HookRequest,
     Ignored,
     ProviderConfig,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, map_status
 from buildnotify.ingest.base import (
-    Delivery,
     HookRequest,
     Ignored,
     ProviderConfig,

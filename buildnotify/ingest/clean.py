@@ -14,8 +14,9 @@ import dataclasses
 import re
 from datetime import datetime, timezone
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status
-from buildnotify.ingest.base import BadRequest, Delivery, WrongType, content_hash, in_range
+from buildnotify.ingest.base import BadRequest, WrongType, content_hash, in_range
 
 #: project, pipeline, branch and the author's name, email and login are cut to this.
 NAME_LIMIT = 255

@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, map_status
 from buildnotify.ingest.base import (
     BadRequest,
-    Delivery,
     HookRequest,
     Ignored,
     ProviderConfig,

@@ -1,9 +1,10 @@
 """``POST /hooks/<provider>[/<path>]``: the twisted.web side of ingest.
 
 The request body is capped before it is read (413 at the first byte over the
-limit); the provider parses it; :func:`~buildnotify.ingest.clean.clean`
-normalizes what the parser hands on; the store commits it; only then is the
-CI system answered 2xx. Every answer is JSON, and no bad input gets a 5xx:
+limit: :class:`LimitedRequest`); the provider parses it;
+:func:`~buildnotify.ingest.clean.clean` normalizes what the parser hands on;
+the ``record`` callable (the store's) commits it; only then is the CI system
+answered 2xx. Every answer is JSON, and no bad input gets a 5xx:
 503 means the database is unavailable, and the CI should retry.
 """
 
@@ -15,25 +16,41 @@ import traceback
 from collections.abc import Callable, Mapping
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from buildnotify.events import utcnow
-from buildnotify.feeds.cctray import CCTrayResource
-from buildnotify.ingest.base import Delivery, HookError, HookRequest, Ignored, Provider, ProviderConfig
+from buildnotify.delivery import Delivery
+from buildnotify.events import BuildEvent, utcnow
+from buildnotify.ingest.base import HookError, HookRequest, Ignored, Provider, ProviderConfig
 from buildnotify.ingest.clean import clean
 from buildnotify.logtext import printable
-from buildnotify.store import Recorded, Store
 
 log = logging.getLogger("buildnotify.ingest")
 
+
+class Recorded(Protocol):
+    """What ingest reads of a committed delivery (the store's
+    :class:`~buildnotify.store.batch.Recorded`)."""
+
+    @property
+    def duplicate(self) -> bool: ...
+
+    @property
+    def events(self) -> tuple[BuildEvent, ...]: ...
+
+    @property
+    def stale(self) -> int: ...
+
+
+#: Commits a delivery; fires once it is committed (or known already).
 Record = Callable[[Delivery], Deferred[Recorded]]
 
 
-def _json(request: server.Request, code: int, payload: Mapping[str, Any]) -> bytes:
+def json_answer(request: server.Request, code: int, payload: Mapping[str, Any]) -> bytes:
+    """``payload`` as the JSON body of a ``code`` answer (every answer of the site is JSON)."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(payload).encode() + b"\n"
@@ -55,7 +72,7 @@ class HookResource(resource.Resource):
     def render(self, request: server.Request) -> bytes | int:
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST")
-            return _json(request, 405, {"error": "webhooks are POSTed"})
+            return json_answer(request, 405, {"error": "webhooks are POSTed"})
         return self.render_POST(request)
 
     def render_POST(self, request: server.Request) -> bytes | int:
@@ -75,14 +92,14 @@ class HookResource(resource.Resource):
             delivery = clean(self.parse(hook, self.config))
         except Ignored as e:
             log.info("ignored %s: %s", self.name, printable(e.reason))
-            return _json(request, 202, {"ignored": e.reason})
+            return json_answer(request, 202, {"ignored": e.reason})
         except HookError as e:
             log.info("rejected %s: %d %s", self.name, e.code, printable(e.message))
-            return _json(request, e.code, {"error": e.message})
+            return json_answer(request, e.code, {"error": e.message})
         except Exception as e:
             # A parser bug: one line saying where, not a traceback per request.
             log.error("rejected %s: 400, the parser failed: %s", self.name, printable(_where(e)))
-            return _json(request, 400, {"error": f"could not read this {self.name} payload"})
+            return json_answer(request, 400, {"error": f"could not read this {self.name} payload"})
 
         finished = request.notifyFinish()
         finished.addErrback(lambda _: None)  # the CI system hung up; the event is stored anyway
@@ -114,7 +131,7 @@ class HookResource(resource.Resource):
             "duplicate": recorded.duplicate,
             "stale": recorded.stale,
         }
-        self._finish(request, _json(request, 200, body))
+        self._finish(request, json_answer(request, 200, body))
 
     def _failed(self, failure: Failure, request: server.Request) -> None:
         if refused_value(failure.value):
@@ -125,11 +142,13 @@ class HookResource(resource.Resource):
                 printable(_where(failure.value)),
             )
             body = {"error": "the event store refused a value of this delivery"}
-            self._finish(request, _json(request, 400, body))
+            self._finish(request, json_answer(request, 400, body))
             return
         log.error("store failed for %s: %s", self.name, failure.getErrorMessage(), exc_info=failure.value)
         # Not the sender's fault and nothing was committed: 503 asks the CI to retry.
-        self._finish(request, _json(request, 503, {"error": "the event store is unavailable; retry later"}))
+        self._finish(
+            request, json_answer(request, 503, {"error": "the event store is unavailable; retry later"})
+        )
 
     @staticmethod
     def _finish(request: server.Request, body: bytes) -> None:
@@ -175,16 +194,16 @@ class HooksResource(resource.Resource):
         hook = self.hooks.get(path)
         if hook is None:
             known = ", ".join(sorted(h.decode() for h in self.hooks))
-            return _JSONError(
-                404, f"no such provider {path.decode('utf-8', 'replace')!r}; try one of {known}"
-            )
+            return JSONError(404, f"no such provider {path.decode('utf-8', 'replace')!r}; try one of {known}")
         return hook
 
     def render(self, request: server.Request) -> bytes:
-        return _json(request, 200, {"providers": sorted(h.decode() for h in self.hooks)})
+        return json_answer(request, 200, {"providers": sorted(h.decode() for h in self.hooks)})
 
 
-class _JSONError(resource.Resource):
+class JSONError(resource.Resource):
+    """Any request under it gets ``code`` and ``{"error": message}``."""
+
     isLeaf = True
 
     def __init__(self, code: int, message: str) -> None:
@@ -192,19 +211,7 @@ class _JSONError(resource.Resource):
         self.code, self.message = code, message
 
     def render(self, request: server.Request) -> bytes:
-        return _json(request, self.code, {"error": self.message})
-
-
-class Root(resource.Resource):
-    """``GET /`` says what this is (and that it is up); the rest is 404."""
-
-    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
-        if path == b"":
-            return self
-        return _JSONError(404, "not found; webhooks go to /hooks/<provider>")
-
-    def render(self, request: server.Request) -> bytes:
-        return _json(request, 200, {"service": "buildnotify", "hooks": "/hooks/"})
+        return json_answer(request, self.code, {"error": self.message})
 
 
 class LimitedRequest(server.Request):
@@ -247,30 +254,3 @@ class LimitedRequest(server.Request):
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
         )
         transport.loseConnection()
-
-
-class HubSite(server.Site):
-    requestFactory = LimitedRequest
-
-    def __init__(self, root: resource.Resource, max_body: int) -> None:
-        super().__init__(root)
-        self.max_body = max_body
-
-    def log(self, request: server.Request) -> None:
-        """No access log: ingest logs one line per delivery itself."""
-
-
-def make_site(
-    providers: Mapping[str, Provider],
-    configs: Mapping[str, ProviderConfig],
-    record: Record,
-    max_body: int,
-    *,
-    store: Store | None = None,
-) -> HubSite:
-    """``/hooks/<provider>``; with ``store``, also ``/cctray.xml`` (read from it)."""
-    root = Root()
-    root.putChild(b"hooks", HooksResource(providers, configs, record))
-    if store is not None:
-        root.putChild(b"cctray.xml", CCTrayResource(store))
-    return HubSite(root, max_body)

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
+from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, map_status
 from buildnotify.ingest.base import (
-    Delivery,
     HookRequest,
     Ignored,
     ProviderConfig,

@@ -1,6 +1,6 @@
 """What the writer knows of committed runs, branches and projects, kept
 across batches so that most deliveries need no lookup at all (see
-:mod:`buildnotify.store.record`). Writer thread only.
+:mod:`buildnotify.store.batch`). Writer thread only.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from buildnotify.events import BuildEvent, Status, utcnow
-from buildnotify.store.record import event_from_row
+from buildnotify.store.rows import event_from_row
 from buildnotify.store.schema import alerts, builds, claims, events, watches
 
 #: The finished statuses that say something about the code: a branch's state

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from sqlalchemy import Connection, func, select
 
 from buildnotify.events import BuildEvent
-from buildnotify.store.record import event_from_row
+from buildnotify.store.rows import event_from_row
 from buildnotify.store.schema import events
 
 

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, func, insert, select, text
 
 from buildnotify.events import utcnow
 from buildnotify.store import locks, queries
-from buildnotify.store.record import Alert
+from buildnotify.store.alerting import Alert
 from buildnotify.store.schema import alerts, bus_messages, developers, events
 
 #: what a notification says is new: events, bus messages, or access changes

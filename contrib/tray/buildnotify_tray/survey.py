@@ -19,10 +19,9 @@ from typing import Any
 from twisted.internet.endpoints import clientFromString
 from twisted.spread import pb
 
-from buildnotify.hub.wire import SECURITY
+from buildnotify.protocol import SECURITY, NotAllowed, raised_remotely
 
 HISTORY_LIMIT = 1000  # the most the hub's history() returns
-NOT_ALLOWED = "buildnotify.hub.sessions.NotAllowed"
 SURVEY_TIMEOUT = 30.0
 
 
@@ -43,10 +42,7 @@ async def visible_projects(call: Callable[..., Awaitable[Any]]) -> list[str]:
 
 def refused(error: BaseException) -> bool:
     """Whether ``error`` is the hub saying no (rather than a lost connection)."""
-    if not isinstance(error, pb.RemoteError):
-        return False
-    remote = error.remoteType
-    return (remote.decode() if isinstance(remote, bytes) else str(remote)) == NOT_ALLOWED
+    return raised_remotely(error, NotAllowed)
 
 
 async def find_hidden(

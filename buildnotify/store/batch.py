@@ -1,11 +1,11 @@
-"""Recording deliveries: dedupe, ordering and transitions, in one transaction.
+"""Recording a batch of deliveries in one transaction: dedupe, ordering,
+transitions and alerts.
 
 Runs on the writer thread only. A batch of deliveries costs a few statements
 whatever its size: lookups take the whole batch at once and the rows go in
-with one ``executemany`` per table. The hot statements go straight to the
-DBAPI cursor, inside the SQLAlchemy transaction: SQLAlchemy's own work per
-statement cost more than SQLite's. Values are adapted here exactly as
-SQLAlchemy would, so what is stored reads back the same.
+with one ``executemany`` per table (the statements: :mod:`~buildnotify.store.sql`;
+which update wins: :mod:`~buildnotify.store.ordering`; who is alerted:
+:mod:`~buildnotify.store.alerting`).
 
 What the writer knows of committed runs and branches can be kept across
 batches in a :class:`~buildnotify.store.cache.RecordCache`, so most
@@ -15,24 +15,27 @@ deliveries need no lookup at all.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Insert, Table, insert
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, insert
 
-from buildnotify.events import Author, BuildEvent, Status, Transition, classify, utcnow
-from buildnotify.ingest.base import Delivery
+from buildnotify.delivery import Delivery
+from buildnotify.events import BuildEvent, Status, Transition, classify, utcnow
+from buildnotify.store.alerting import Alert, identities_to_alert, recipients
 from buildnotify.store.cache import DEPTH, UNKNOWN, Branch, RecordCache, Run, RunKey
-from buildnotify.store.schema import UTCDateTime, projects
+from buildnotify.store.ordering import is_newer, moment_of, phase_of, seq_of
 from buildnotify.store.schema import alerts as alerts_table
+from buildnotify.store.schema import projects
+from buildnotify.store.sql import insert_ignore, statements
 
 MAX_KEY = 255
 #: Rows per lookup statement (well under every backend's parameter limit).
 CHUNK = 500
+
+_INSERT_ALERT = insert(alerts_table).returning(alerts_table.c.id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,57 +50,11 @@ class Recorded:
     alerts: tuple[Alert, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True)
-class Alert:
-    """A personal alert, committed with its event: the developer whose commit
-    broke, kept breaking or fixed a build."""
-
-    id: int
-    developer: str
-    event: BuildEvent
-
-
-#: Transitions that alert the commit's author.
-ALERTING = (Transition.FAILED, Transition.STILL_FAILING, Transition.FIXED)
-
-
 def storage_key(key: str) -> str:
     """Delivery keys longer than the column are stored as their hash."""
     if len(key) <= MAX_KEY:
         return key
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def phase_of(status: Status) -> int:
-    if status is Status.QUEUED:
-        return 0
-    return 1 if status is Status.RUNNING else 2
-
-
-def moment_of(event: BuildEvent) -> datetime | None:
-    """When the CI says this update happened: the latest timestamp it carries."""
-    return event.finished_at or event.started_at
-
-
-def is_newer(attempt: int, moment: datetime | None, phase: int, run: Run) -> bool:
-    """Whether an update is newer than what the store has of its run: a later
-    attempt; else a later CI timestamp (a GitLab or Buildkite retry finishes
-    again under the same attempt); else a later phase (queued < running <
-    finished). A repeat of the same update is not newer."""
-    if attempt != run.attempt:
-        return attempt > run.attempt
-    if moment is not None and run.moment is not None and moment != run.moment:
-        return moment > run.moment
-    return phase > run.phase
-
-
-def seq_of(event: BuildEvent) -> int:
-    """Where a run sits among the runs of its branch: the CI's build number,
-    else its start time in milliseconds."""
-    if event.build_number is not None:
-        return event.build_number
-    moment = event.started_at or event.finished_at or event.received_at
-    return int(moment.timestamp() * 1000) if moment else 0
 
 
 def record_batch(
@@ -112,132 +69,13 @@ def record_batch(
         work.cursor.close()
 
 
-# -- SQL ------------------------------------------------------------------------------
-
-_EVENT_COLUMNS = (
-    "id, provider, project, pipeline, branch, sha, author_name, author_email, author_login, build_id,"
-    " build_number, attempt, status, transition, url, started_at, finished_at, received_at, delivery_key"
-)
-_RUN_VALUES = "branch, seq, attempt, phase, moment, status, result, event_id"
-_RUN_KEY = "provider, project, pipeline, build_id"
-_FINISHED = (
-    "SELECT provider, build_id, seq, result FROM builds"
-    " WHERE project = ? AND pipeline = ? AND branch {} AND result IS NOT NULL {} ORDER BY seq DESC LIMIT ?"
-)
-
-
-class _Sql:
-    """The hot statements as DBAPI text for one dialect (the same SQL on
-    SQLite and PostgreSQL, only the placeholders differ), and the datetime
-    conversions of :class:`UTCDateTime`."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        self.sqlite = dialect.name == "sqlite"
-        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        self.to_db: Callable[[datetime | None], Any] = _sqlite_time if self.sqlite else _utc_naive
-        utc = UTCDateTime().dialect_impl(dialect)
-        self.from_db: Callable[[Any], datetime | None] = utc.result_processor(dialect, None) or _same
-        self.insert_event = self._marks(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({_marks(19)})")
-        self.insert_delivery = self._marks(
-            f"INSERT INTO deliveries (provider, key, source, received_at, event_count) VALUES ({_marks(5)})"
-        )
-        self.insert_run = self._marks(f"INSERT INTO builds ({_RUN_KEY}, {_RUN_VALUES}) VALUES ({_marks(12)})")
-        self.update_run = self._marks(
-            "UPDATE builds SET branch = ?, seq = ?, attempt = ?, phase = ?, moment = ?, status = ?,"
-            " result = ?, event_id = ? WHERE provider = ? AND project = ? AND pipeline = ? AND build_id = ?"
-        )
-        self.finished = {
-            (null, before): self._marks(
-                _FINISHED.format("IS NULL" if null else "= ?", "AND seq < ?" if before else "")
-            )
-            for null in (False, True)
-            for before in (False, True)
-        }
-        self.clear_claims = self._marks(
-            "DELETE FROM claims WHERE project = ? AND pipeline = ? AND branch = ?"
-        )
-        # On SQLite the writer numbers the rows itself, under the write lock
-        # (one executemany instead of an INSERT ... RETURNING per row); on
-        # PostgreSQL the ids come from the column's own sequence.
-        self.next_ids = (
-            "SELECT coalesce(max(id), 0) + 1 FROM events"
-            if self.sqlite
-            else self._marks(
-                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, ?)"
-            )
-        )
-
-    def _marks(self, sql: str) -> str:
-        return sql if self.mark == "?" else sql.replace("?", self.mark)
-
-    def developers(self, emails: int, logins: int) -> str:
-        """Developers by identity: one IN list per kind (an index search each)."""
-        return self._marks(
-            "SELECT i.kind, i.value, d.id, d.name FROM identities AS i JOIN developers AS d"
-            f" ON d.id = i.developer_id WHERE (i.kind = 'email' AND i.value IN ({_marks(emails) or 'NULL'}))"
-            f" OR (i.kind = 'login' AND i.value IN ({_marks(logins) or 'NULL'}))"
-        )
-
-    def known(self, count: int) -> str:
-        return self._marks(f"SELECT key FROM deliveries WHERE provider = ? AND key IN ({_marks(count)})")
-
-    def runs(self, count: int) -> str:
-        """Runs by key, joined to a VALUES list: an index search per key on
-        both backends (SQLite scans the whole index for a row-value IN)."""
-        values = ", ".join([f"({_marks(4)})"] * count)
-        return self._marks(
-            "SELECT b.provider, b.project, b.pipeline, b.build_id,"
-            " b.branch, b.seq, b.attempt, b.phase, b.moment, b.status, b.result"
-            f" FROM (VALUES {values}) AS v JOIN builds AS b ON b.provider = v.column1"
-            " AND b.project = v.column2 AND b.pipeline = v.column3 AND b.build_id = v.column4"
-        )
-
-
-def _marks(count: int) -> str:
-    return ", ".join(["?"] * count)
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _utc_naive(value: datetime | None) -> datetime | None:
-    """What :class:`UTCDateTime` stores: naive UTC; a naive input is an error."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    if value.utcoffset():
-        value = value.astimezone(timezone.utc)
-    return value.replace(tzinfo=None)
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    """As SQLAlchemy stores a SQLite DATETIME: 'YYYY-MM-DD HH:MM:SS.ffffff'."""
-    if value is not None and value.tzinfo is timezone.utc:  # the usual case, in one C call
-        return value.isoformat(" ", "microseconds")[:26]
-    naive = _utc_naive(value)
-    return None if naive is None else naive.isoformat(" ", "microseconds")
-
-
-@functools.cache
-def _sql(dialect: Dialect) -> _Sql:
-    return _Sql(dialect)
-
-
-_INSERT_ALERT = insert(alerts_table).returning(alerts_table.c.id)
-
-
-# -- one batch ------------------------------------------------------------------------
-
-
 class _Batch:
     def __init__(self, conn: Connection, cache: RecordCache) -> None:
         if not conn.in_transaction():
             conn.begin()  # so that the caller's commit commits what goes through the cursor
         self.conn = conn
         self.cursor = conn.connection.cursor()
-        self.sql = _sql(conn.dialect)
+        self.sql = statements(conn.dialect)
         self.cache = cache
         self.runs: dict[RunKey, Run | None] = {}  # this batch's runs; None: not stored
         # to insert, with what the store adds: transition, delivery key, received_at
@@ -467,7 +305,7 @@ class _Batch:
         if not names:
             return
         now = min(received for *_, received in self.events)
-        statement = _insert_ignore(self.conn, projects)
+        statement = insert_ignore(self.conn, projects)
         self.conn.execute(
             statement, [{"name": n, "private": False, "created_at": now} for n in sorted(names)]
         )
@@ -475,15 +313,7 @@ class _Batch:
 
     def _alert_authors(self, stored: list[BuildEvent]) -> list[Alert]:
         """One lookup of the authors of every alerting event in the batch."""
-        wanted = {
-            e.id: [
-                (kind, value.lower())
-                for kind, value in (("email", e.author.email), ("login", e.author.login))
-                if value
-            ]
-            for e in stored
-            if e.transition in ALERTING
-        }
+        wanted = {e.id: identities_to_alert(e) for e in stored}
         emails = sorted({v for pairs in wanted.values() for k, v in pairs if k == "email"})
         logins = sorted({v for pairs in wanted.values() for k, v in pairs if k == "login"})
         if not emails and not logins:
@@ -494,8 +324,7 @@ class _Batch:
             found[(kind, value)] = (developer_id, name)
         alerts = []
         for event in stored:
-            who = dict(found[pair] for pair in wanted.get(event.id, ()) if pair in found)
-            for developer_id, name in sorted(who.items()):
+            for developer_id, name in recipients(wanted[event.id], found):
                 alert_id = self.conn.execute(
                     _INSERT_ALERT,
                     {"developer_id": developer_id, "event_id": event.id, "created_at": event.received_at},
@@ -514,36 +343,5 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + CHUNK]
 
 
-def _insert_ignore(conn: Connection, table: Table) -> Insert:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(f"no insert-or-ignore for {dialect}")
-
-
 def _received_at(delivery: Delivery) -> datetime:
     return next((e.received_at for e in delivery.events if e.received_at), None) or utcnow()
-
-
-def event_from_row(row: Mapping) -> BuildEvent:
-    return BuildEvent(
-        id=row["id"],
-        provider=row["provider"],
-        project=row["project"],
-        pipeline=row["pipeline"],
-        branch=row["branch"],
-        sha=row["sha"],
-        author=Author(row["author_name"], row["author_email"], row["author_login"]),
-        build_id=row["build_id"],
-        build_number=row["build_number"],
-        attempt=row["attempt"],
-        status=Status(row["status"]),
-        transition=Transition(row["transition"]) if row["transition"] else None,
-        url=row["url"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        received_at=row["received_at"],
-        delivery_key=row["delivery_key"],
-    )

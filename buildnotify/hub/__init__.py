@@ -1,0 +1,1 @@
+"""The PB service: logins, sessions, rooms and the wire to clients."""
