@@ -36,6 +36,10 @@ MESSAGES = "messages"
 ACCESS = "access"
 
 
+#: one round trip: the lock (held until commit), then the notification
+_APPEND = text("select pg_advisory_xact_lock(:key), pg_notify(:channel, :kind)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stream:
     """The lock and channel of one database schema (tests give each test a
@@ -52,8 +56,7 @@ class Stream:
     def append(self, conn: Connection, kind: str) -> None:
         """Call before drawing stream ids in a transaction: orders the commit
         and tells every listening node once it is visible."""
-        conn.execute(text("select pg_advisory_xact_lock(:key)"), {"key": self.lock_key})
-        conn.execute(text("select pg_notify(:channel, :kind)"), {"channel": self.channel, "kind": kind})
+        conn.execute(_APPEND, {"key": self.lock_key, "channel": self.channel, "kind": kind})
 
 
 def send(conn: Connection, kind: str, node: str, body: str) -> int:
