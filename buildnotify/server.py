@@ -62,8 +62,8 @@ class Hub:
         for name, provider in config.providers.items():
             if not provider.authenticated:
                 log.warning("%s: no secret configured; accepting unauthenticated webhooks", name)
-        store = Store.open(config.database, reactor)
         node = config.node or f"{socket.gethostname()}:{os.getpid()}"
+        store = Store.open(config.database, reactor, name=f"buildnotify {node}")
         bus: Bus = PostgresBus(store, node) if store.shared else LocalBus(store, node)
         store.on_commit = bus.committed
         service = PBService(store, bus, config.session, reactor, clock)

@@ -6,6 +6,7 @@ not depend on which node the webhook, the claim or the mute went to."""
 from __future__ import annotations
 
 import random
+import secrets
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,9 +29,10 @@ AUTHOR = {"name": "Alice", "email": "alice@example.com", "login": "alice"}
 class NodesTestCase(unittest.TestCase):
     async def start_nodes(self, count: int = 2, **settings: Any) -> list[RunningHub]:
         url = database_url(self, "postgresql")
+        run = secrets.token_hex(3)  # names this test's connections (pg_stat_activity)
         self.nodes = [
             await RunningHub.start(
-                self, "postgresql", database=url, node=f"node{n + 1}", session=PBSettings(**settings)
+                self, "postgresql", database=url, node=f"node{n + 1}.{run}", session=PBSettings(**settings)
             )
             for n in range(count)
         ]
@@ -220,10 +222,9 @@ class DatabaseConnectionTests(NodesTestCase):
         def kill(conn: Any) -> int:
             return conn.execute(
                 text(
-                    "select count(pg_terminate_backend(pid)) from pg_stat_activity"
-                    " where datname = current_database() and pid <> pg_backend_pid()"
-                    " and application_name = '' and backend_type = 'client backend'"
-                )
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = :name"
+                ),
+                {"name": f"buildnotify {two.hub.bus.node}"},
             ).scalar_one()
 
         self.assertGreater(await one.hub.store.write(kill), 0)

@@ -72,11 +72,12 @@ class Store:
         self.on_commit: Callable[[Recorded], None] | None = None
 
     @classmethod
-    def open(cls, url: str, reactor: Any, shared: bool | None = None) -> Store:
+    def open(cls, url: str, reactor: Any, shared: bool | None = None, name: str = "buildnotify") -> Store:
         """Create the engine and bring the schema to head (blocking: call at
         start-up, before the hub listens). ``shared`` defaults to True on
-        PostgreSQL (any node may have siblings), False on SQLite."""
-        engine = database.create(url)
+        PostgreSQL (any node may have siblings), False on SQLite. ``name``
+        labels the connections on PostgreSQL (``pg_stat_activity``)."""
+        engine = database.create(url, name=name)
         database.upgrade(engine)
         if shared is None:
             shared = engine.dialect.name == "postgresql"

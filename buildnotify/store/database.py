@@ -50,7 +50,9 @@ def sqlite_file(url_or_path: str) -> Path | None:
     return Path(url.database)
 
 
-def create(url_or_path: str, **kwargs: object) -> Engine:
+def create(url_or_path: str, name: str = "buildnotify", **kwargs: object) -> Engine:
+    """``name``: PostgreSQL's application_name for the connections, so an
+    operator sees which hub node holds which connection."""
     url = make_url(normalize_url(url_or_path))
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
@@ -60,7 +62,7 @@ def create(url_or_path: str, **kwargs: object) -> Engine:
             event.listen(engine, "do_connect", lambda *_: _create_private(path))
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, connect_args={"application_name": name[:63]}, **kwargs)
 
 
 def reach(engine: Engine, url_or_path: str) -> None:
