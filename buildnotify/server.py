@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 
 from buildnotify.config import HubConfig
+from buildnotify.endpoints import proxied
 from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
 from buildnotify.ingest.http import make_site
@@ -61,7 +62,8 @@ class Hub:
         ports: list[IListeningPort] = []
         try:
             await service.start()
-            ports.append(await serverFromString(reactor, config.pb).listen(service.factory()))
+            guard = service.factory(proxied=proxied(config.pb))
+            ports.append(await serverFromString(reactor, config.pb).listen(guard))
             ports.append(await serverFromString(reactor, config.http).listen(site))
         except Exception:
             service.stop()

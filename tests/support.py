@@ -124,14 +124,17 @@ class RunningHub:
         max_body: int = 25 * 1024 * 1024,
         session: PBSettings | None = None,
         clock: Any = None,
+        proxied: bool = False,
     ) -> RunningHub:
         """``clock``: a ``task.Clock`` for the PB service's timeouts, or None
-        for real time."""
+        for real time; ``proxied``: both listeners read the PROXY protocol
+        (``haproxy:`` endpoints), as behind a balancer."""
         from buildnotify.server import Hub  # imports every provider
 
+        wrapper = "haproxy:" if proxied else ""
         config = HubConfig(
-            http="tcp:0:interface=127.0.0.1",
-            pb="tcp:0:interface=127.0.0.1",
+            http=f"{wrapper}tcp:0:interface=127.0.0.1",
+            pb=f"{wrapper}tcp:0:interface=127.0.0.1",
             database=database_url(testcase, backend),
             max_body=max_body,
             providers=providers or provider_configs(),
