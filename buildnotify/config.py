@@ -53,8 +53,10 @@ def default_config_path() -> Path:
 
 
 def default_node() -> str:
-    """This node's name in log lines when several hubs share a database."""
-    return socket.gethostname() or "hub"
+    """This node's name among several hubs on one database: the host name and
+    process id, unique even with several nodes on one host. Name nodes
+    (BUILDNOTIFY_NODE) to keep a name across restarts."""
+    return f"{socket.gethostname() or 'hub'}:{os.getpid()}"
 
 
 def default_database() -> str:
@@ -92,7 +94,7 @@ class HubConfig:
     pb: str = DEFAULT_PB
     database: str = dataclasses.field(default_factory=default_database)
     max_body: int = DEFAULT_MAX_BODY
-    node: str = dataclasses.field(default_factory=default_node)  # names this hub among several
+    node: str = dataclasses.field(default_factory=default_node)  # this hub among several (unique)
     providers: Mapping[str, ProviderConfig] = dataclasses.field(
         default_factory=lambda: {name: ProviderConfig() for name in PROVIDERS}
     )

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -32,11 +33,11 @@ def test_the_database_comes_from_buildnotify_database() -> None:
     assert parse(FILE, {}).database == "/from/the/file.db"
 
 
-def test_the_node_name_comes_from_buildnotify_node_then_the_file_then_the_host_name() -> None:
+def test_the_node_name_comes_from_buildnotify_node_then_the_file_then_host_and_process() -> None:
     assert parse({}, {"BUILDNOTIFY_NODE": "node7"}).node == "node7"
     assert parse(FILE, {"BUILDNOTIFY_NODE": "node7"}).node == "node7"
     assert parse(FILE, {}).node == "file-node"
-    assert parse({}, {}).node == socket.gethostname()
+    assert parse({}, {}).node == f"{socket.gethostname()}:{os.getpid()}"  # two on one host differ
 
 
 @pytest.mark.parametrize("node", ["   ", "two\nlines"])
