@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,9 +60,14 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the hub",
         description="Run the hub. With no --config it uses (or first generates, with fresh secrets) "
-        f"{configuration.default_config_path()} and listens on loopback only.",
+        f"{configuration.default_config_path()} and listens on loopback only. With --env-only it "
+        "reads no file and writes none: the BUILDNOTIFY_* environment variables and these options are "
+        "the whole configuration (for containers).",
+        epilog="environment (each overrides its key in the config file; an option overrides both): "
+        + ", ".join(configuration.ENVIRONMENT)
+        + ". Tokens are given as name=token,name2=token2.",
     )
-    _config_options(serve)
+    _config_options(serve, env_only=True)
     serve.add_argument(
         "--http", metavar="ENDPOINT", help=f"webhook listener (default {configuration.DEFAULT_HTTP})"
     )
@@ -208,14 +214,24 @@ def _projects_parser(sub: argparse._SubParsersAction) -> None:
     projects.set_defaults(run=lambda _: (projects.print_help(), EXIT_USAGE)[1])
 
 
-def _config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", type=Path, help="hub config file (TOML)")
+def _config_options(parser: argparse.ArgumentParser, env_only: bool = False) -> None:
+    source = parser.add_mutually_exclusive_group() if env_only else parser
+    source.add_argument("--config", metavar="FILE", type=Path, help="hub config file (TOML)")
+    if env_only:
+        source.add_argument(
+            "--env-only",
+            action="store_true",
+            help="read no config file and generate none: configure from BUILDNOTIFY_* variables "
+            "and options only (a provider without a secret variable accepts unauthenticated webhooks)",
+        )
     parser.add_argument("--db", metavar="URL", help="database: a SQLite file path or a SQLAlchemy URL")
 
 
 def _resolve(args: argparse.Namespace, generate: bool = False) -> HubConfig:
     if args.config:
         config = configuration.load(args.config)
+    elif getattr(args, "env_only", False):
+        config = configuration.parse({})
     else:
         path = configuration.default_config_path()
         if path.exists():
@@ -224,7 +240,7 @@ def _resolve(args: argparse.Namespace, generate: bool = False) -> HubConfig:
             config = configuration.generate(path)
             print(f"buildnotify: generated a config with fresh secrets at {path}", flush=True)
         else:
-            config = HubConfig()
+            config = configuration.parse({})  # defaults, and what the environment says
     if args.db:
         config = config.replace(database=args.db)
     return config
@@ -260,8 +276,9 @@ def _serve(args: argparse.Namespace) -> int:
         stream=sys.stdout,
     )
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
-    if config.path:
-        logging.getLogger("buildnotify").info("config %s", config.path)
+    logging.getLogger("buildnotify").info(
+        "node %s; config %s", config.node, config.path or "from the environment only"
+    )
     exit_code = [0]
 
     def started(hub: Hub) -> None:
@@ -285,11 +302,16 @@ def _check_listeners(args: argparse.Namespace, config: HubConfig) -> None:
     the option, or the key in the config file."""
     from buildnotify.endpoints import mistake
 
-    for key, option, example in (
-        ("http", args.http, configuration.DEFAULT_HTTP),
-        ("pb", args.pb, configuration.DEFAULT_PB),
+    for key, option, variable, example in (
+        ("http", args.http, configuration.ENV_HTTP, configuration.DEFAULT_HTTP),
+        ("pb", args.pb, configuration.ENV_PB, configuration.DEFAULT_PB),
     ):
-        where = f"--{key}" if option else f"{config.path or 'config'} [hub] {key}"
+        if option:
+            where = f"--{key}"
+        elif os.environ.get(variable):
+            where = variable
+        else:
+            where = f"{config.path or 'config'} [hub] {key}"
         problem = mistake(getattr(config, key), where, example, server=True)
         if problem:
             raise ConfigError(problem)

@@ -1,11 +1,13 @@
-"""The hub's configuration: a TOML file, environment overrides for secrets,
-and a generated file with fresh secrets for the zero-setup start."""
+"""The hub's configuration: a TOML file, environment overrides (everything a
+container needs, so that it needs no mounted file), and a generated file with
+fresh secrets for the zero-setup start."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import secrets
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +26,24 @@ DEFAULT_HTTP = "tcp:8786:interface=127.0.0.1"
 DEFAULT_PB = "tcp:8787:interface=127.0.0.1"
 DEFAULT_MAX_BODY = 25 * 1024 * 1024
 
+#: Every environment variable the hub reads (each overrides its key in the
+#: config file; a command-line option overrides both). The deployment files
+#: and their test are checked against this tuple.
+ENV_DATABASE = "BUILDNOTIFY_DATABASE"
+ENV_NODE = "BUILDNOTIFY_NODE"
+ENV_HTTP = "BUILDNOTIFY_HTTP"
+ENV_PB = "BUILDNOTIFY_PB"
+ENVIRONMENT = (
+    ENV_DATABASE,
+    ENV_NODE,
+    ENV_HTTP,
+    ENV_PB,
+    *(
+        f"BUILDNOTIFY_{name.upper()}_{'TOKENS' if name in TOKEN_PROVIDERS else 'SECRET'}"
+        for name in PROVIDERS
+    ),
+)
+
 
 class ConfigError(Exception):
     """A configuration problem, worded for the person who wrote the file."""
@@ -31,6 +51,13 @@ class ConfigError(Exception):
 
 def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir("buildnotify")) / "hub.toml"
+
+
+def default_node() -> str:
+    """This node's name among several hubs on one database: the host name and
+    process id, unique even with several nodes on one host. Name nodes
+    (BUILDNOTIFY_NODE) to keep a name across restarts."""
+    return f"{socket.gethostname() or 'hub'}:{os.getpid()}"
 
 
 def default_database() -> str:
@@ -43,12 +70,12 @@ class HubConfig:
     pb: str = DEFAULT_PB
     database: str = dataclasses.field(default_factory=default_database)
     max_body: int = DEFAULT_MAX_BODY
+    node: str = dataclasses.field(default_factory=default_node)  # this hub among several (unique)
     providers: Mapping[str, ProviderConfig] = dataclasses.field(
         default_factory=lambda: {name: ProviderConfig() for name in PROVIDERS}
     )
     session: PBSettings = PBSettings()
     path: Path | None = None
-    node: str = ""  # this node's name among several (default: host name and process id)
 
     def replace(self, **changes: Any) -> HubConfig:
         return dataclasses.replace(self, **changes)
@@ -74,16 +101,21 @@ def parse(
             f"{where}: unknown section(s) {sorted(unknown)}; expected hub, pb or {list(PROVIDERS)}"
         )
     hub = _table(data, "hub", where)
-    _only(hub, {"http", "pb", "database", "max_body"}, f"{where} [hub]")
+    _only(hub, {"http", "pb", "database", "max_body", "node"}, f"{where} [hub]")
     max_body = hub.get("max_body", DEFAULT_MAX_BODY)
     if not isinstance(max_body, int) or max_body <= 0:
         raise ConfigError(f"{where} [hub]: max_body must be a positive number of bytes")
+    node = environ.get(ENV_NODE) or hub.get("node") or default_node()
+    if not isinstance(node, str) or not node.strip() or not node.isprintable():
+        source = ENV_NODE if environ.get(ENV_NODE) else f"{where} [hub] node"
+        raise ConfigError(f"{source}: a node name must be non-empty text on one line")
     providers = {name: _provider(name, _table(data, name, where), environ, where) for name in PROVIDERS}
     return HubConfig(
-        http=str(hub.get("http", DEFAULT_HTTP)),
-        pb=str(hub.get("pb", DEFAULT_PB)),
-        database=environ.get("BUILDNOTIFY_DATABASE") or str(hub.get("database") or default_database()),
+        http=environ.get(ENV_HTTP) or str(hub.get("http", DEFAULT_HTTP)),
+        pb=environ.get(ENV_PB) or str(hub.get("pb", DEFAULT_PB)),
+        database=environ.get(ENV_DATABASE) or str(hub.get("database") or default_database()),
         max_body=max_body,
+        node=node.strip(),
         providers=providers,
         session=_pb_settings(_table(data, "pb", where), f"{where} [pb]"),
         path=path,

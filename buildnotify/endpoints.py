@@ -19,3 +19,10 @@ def mistake(description: str, where: str, example: str, *, server: bool) -> str 
     except Exception as e:  # whatever the endpoint's parser rejects, in its own words
         return f"{where}: not an endpoint: {description!r} ({str(e) or type(e).__name__}); e.g. {example}"
     return None
+
+
+def proxied(description: str) -> bool:
+    """Whether a listening endpoint reads the PROXY protocol (Twisted's
+    ``haproxy:`` wrapper): its connections' peers are known only once the
+    header is read."""
+    return description.strip().lower().startswith("haproxy:")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +15,7 @@ from buildnotify.bus import Bus
 from buildnotify.bus.local import LocalBus
 from buildnotify.bus.postgres import PostgresBus
 from buildnotify.config import HubConfig
+from buildnotify.endpoints import proxied
 from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
 from buildnotify.ingest.providers import PROVIDERS
@@ -62,7 +61,7 @@ class Hub:
         for name, provider in config.providers.items():
             if not provider.authenticated:
                 log.warning("%s: no secret configured; accepting unauthenticated webhooks", name)
-        node = config.node or f"{socket.gethostname()}:{os.getpid()}"
+        node = config.node
         store = Store.open(config.database, reactor, name=f"buildnotify {node}")
         bus: Bus = PostgresBus(store, node) if store.shared else LocalBus(store, node)
         store.on_commit = bus.committed
@@ -72,7 +71,8 @@ class Hub:
         try:
             await bus.start()
             await service.start()
-            ports.append(await serverFromString(reactor, config.pb).listen(service.factory()))
+            guard = service.factory(proxied=proxied(config.pb))
+            ports.append(await serverFromString(reactor, config.pb).listen(guard))
             ports.append(await serverFromString(reactor, config.http).listen(site))
         except Exception:
             service.stop()

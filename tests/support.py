@@ -22,7 +22,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from buildnotify.config import PROVIDERS, HubConfig
+from buildnotify.config import PROVIDERS, HubConfig, default_node
 from buildnotify.events import BuildEvent
 from buildnotify.hub.settings import PBSettings
 from buildnotify.ingest.base import ProviderConfig
@@ -127,20 +127,23 @@ class RunningHub:
         clock: Any = None,
         database: str | None = None,
         node: str = "",
+        proxied: bool = False,
     ) -> RunningHub:
         """``clock``: a ``task.Clock`` for the PB service's timeouts, or None
         for real time. ``database``: a URL another hub uses too (a node of
-        the same hub; default: a fresh database)."""
+        the same hub; default: a fresh database). ``proxied``: both listeners
+        read the PROXY protocol (``haproxy:`` endpoints), as behind a balancer."""
         from buildnotify.server import Hub  # imports every provider
 
+        wrapper = "haproxy:" if proxied else ""
         config = HubConfig(
-            http="tcp:0:interface=127.0.0.1",
-            pb="tcp:0:interface=127.0.0.1",
+            http=f"{wrapper}tcp:0:interface=127.0.0.1",
+            pb=f"{wrapper}tcp:0:interface=127.0.0.1",
             database=database or database_url(testcase, backend),
             max_body=max_body,
             providers=providers or provider_configs(),
             session=session or PBSettings(),
-            node=node,
+            node=node or default_node(),
         )
         hub = await Hub.start(config, reactor, clock)
         testcase.addCleanup(lambda: Deferred.fromCoroutine(hub.stop()))

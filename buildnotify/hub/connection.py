@@ -13,6 +13,12 @@ broker's transport (Twisted's ``ProtocolWrapper``), so that:
 - a connection with no session is closed after ``login_timeout`` seconds;
 - at most ``connections_per_address`` connections come from one address.
 
+Behind a balancer that speaks the PROXY protocol (a ``haproxy:`` endpoint)
+the client's own address is known only once the header is read, which is
+before the first bytes reach the broker: such a connection is counted
+against its client then, and until then it is bounded like any other
+connection that has not logged in (message size, login timeout).
+
 It knows nothing of sessions beyond counting them: the service decides what
 a session is and when one ends.
 """
@@ -76,11 +82,12 @@ class HubConnection(ProtocolWrapper):
     factory: ConnectionGuard
     wrappedProtocol: HubBroker
 
-    def __init__(self, factory: ConnectionGuard, broker: HubBroker, peer: str) -> None:
+    def __init__(self, factory: ConnectionGuard, broker: HubBroker, peer: str, counted: bool) -> None:
         super().__init__(factory, broker)
         broker.connection = self
         self.service = factory.service
-        self.peer = peer
+        self.peer = peer  # the client's address (the balancer's until a PROXY header is read)
+        self.counted = counted  # admitted against connections_per_address as ``peer``
         self.sessions: set[Any] = set()  # every session logged in over this connection
         self.in_flight = 0  # calls received and not yet answered
         self.pinging = False  # a heartbeat ping is out
@@ -164,7 +171,7 @@ class HubConnection(ProtocolWrapper):
     # -- what the client sends ----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        if self.closing:
+        if self.closing or (not self.counted and not self._admit_proxied()):
             return
         try:
             self.broker.dataReceived(data)
@@ -173,6 +180,16 @@ class HubConnection(ProtocolWrapper):
             return
         if self.broker.pending_bytes() > self.max_message:
             self._refuse(f"a message over {self.max_message} bytes")
+
+    def _admit_proxied(self) -> bool:
+        """Count this connection against its client's address, which the
+        PROXY header (read by the transport before these first bytes) made the
+        transport's peer; close it if that address has too many."""
+        self.peer = address_of(self.transport.getPeer())
+        self.counted = self.service.admit(self.peer)
+        if not self.counted:
+            self.abort()
+        return self.counted
 
     def _refuse(self, why: str) -> None:
         log.info("closing the PB connection from %s: %s", self.peer, why)
@@ -252,17 +269,24 @@ class ConnectionGuard(WrappingFactory):
 
     protocol = HubConnection
 
-    def __init__(self, service: PBService, root: Any) -> None:
+    def __init__(self, service: PBService, root: Any, proxied: bool = False) -> None:
         super().__init__(HubServerFactory(root, security=SECURITY))
         self.service = service
+        self.proxied = proxied  # ``addr`` is a balancer's; the client's comes in a PROXY header
 
     def buildProtocol(self, addr: Any) -> HubConnection | None:  # noqa: N802 - Twisted's name
-        peer = getattr(addr, "host", None) or str(addr)
-        if not self.service.admit(peer):
+        peer = address_of(addr)
+        if not self.proxied and not self.service.admit(peer):
             return None
         broker = self.wrappedFactory.buildProtocol(addr)
-        return HubConnection(self, broker, peer)
+        return HubConnection(self, broker, peer, counted=not self.proxied)
 
     def unregisterProtocol(self, p: HubConnection) -> None:  # noqa: N802 - Twisted's name
         super().unregisterProtocol(p)
-        self.service.release(p.peer)
+        if p.counted:
+            self.service.release(p.peer)
+
+
+def address_of(addr: Any) -> str:
+    """The host part of a peer address: what limits and log lines count by."""
+    return str(getattr(addr, "host", None) or addr)

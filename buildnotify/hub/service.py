@@ -235,9 +235,10 @@ class PBService:
             self.drop(session, "the hub is shutting down")
         self.flusher.flush()
 
-    def factory(self) -> ConnectionGuard:
-        """The factory to listen with: PB behind a guard per connection."""
-        return ConnectionGuard(self, LoginRoot(self))
+    def factory(self, proxied: bool = False) -> ConnectionGuard:
+        """The factory to listen with: PB behind a guard per connection.
+        ``proxied``: the listener reads the PROXY protocol (``haproxy:``)."""
+        return ConnectionGuard(self, LoginRoot(self), proxied)
 
     # -- the bus ---------------------------------------------------------------------
 

@@ -49,6 +49,14 @@ class Recorded(Protocol):
 Record = Callable[[Delivery], Deferred[Recorded]]
 
 
+def client(request: server.Request) -> str:
+    """The sender's address for log lines: the CI system's own address also
+    behind a balancer, when the listener reads the PROXY protocol
+    (``haproxy:tcp:...``), which makes it the transport's peer."""
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", None) or peer)
+
+
 def json_answer(request: server.Request, code: int, payload: Mapping[str, Any]) -> bytes:
     """``payload`` as the JSON body of a ``code`` answer (every answer of the site is JSON)."""
     request.setResponseCode(code)
@@ -91,14 +99,19 @@ class HookResource(resource.Resource):
         try:
             delivery = clean(self.parse(hook, self.config))
         except Ignored as e:
-            log.info("ignored %s: %s", self.name, printable(e.reason))
+            log.info("ignored %s from %s: %s", self.name, client(request), printable(e.reason))
             return json_answer(request, 202, {"ignored": e.reason})
         except HookError as e:
-            log.info("rejected %s: %d %s", self.name, e.code, printable(e.message))
+            log.info("rejected %s from %s: %d %s", self.name, client(request), e.code, printable(e.message))
             return json_answer(request, e.code, {"error": e.message})
         except Exception as e:
             # A parser bug: one line saying where, not a traceback per request.
-            log.error("rejected %s: 400, the parser failed: %s", self.name, printable(_where(e)))
+            log.error(
+                "rejected %s from %s: 400, the parser failed: %s",
+                self.name,
+                client(request),
+                printable(_where(e)),
+            )
             return json_answer(request, 400, {"error": f"could not read this {self.name} payload"})
 
         finished = request.notifyFinish()
@@ -117,8 +130,9 @@ class HookResource(resource.Resource):
         else:
             outcome = "stored"
         log.info(
-            "accepted %s %s %s: %s (delivery %s%s)",
+            "accepted %s from %s %s %s: %s (delivery %s%s)",
             self.name,
+            client(request),
             printable(",".join(projects)),
             statuses,
             outcome,
@@ -246,7 +260,7 @@ class LimitedRequest(server.Request):
         self.content = BytesIO()
         limit = self.channel.site.max_body
         size = f"{length} bytes" if length is not None else "more bytes"
-        log.info("rejected: 413 body of %s over the %d-byte limit", size, limit)
+        log.info("rejected from %s: 413 body of %s over the %d-byte limit", client(self), size, limit)
         body = json.dumps({"error": f"request body over the {limit}-byte limit"}).encode() + b"\n"
         transport = self.channel.transport
         transport.write(
