@@ -20,7 +20,8 @@ FOUNDATION = {"events", "delivery", "protocol", "logtext"}
 
 #: part -> the parts it must not import
 FORBIDDEN = {
-    "store": {"ingest", "feeds", "hub"},
+    "store": {"ingest", "feeds", "hub", "bus"},
+    "bus": {"ingest", "feeds", "hub", "client"},
     "ingest": {"store", "feeds", "hub"},
     "client": {"hub", "store", "ingest"},
     "hub": {"config", "ingest"},
@@ -105,3 +106,46 @@ def test_imports_for_type_checking_and_from_the_package_count() -> None:
     assert refused == ["buildnotify.config", "buildnotify.ingest.base"]
     assert violation("buildnotify.events", "buildnotify.logtext") is None
     assert violation("buildnotify.protocol", "buildnotify.hub.errors") is not None
+
+
+def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module -> modules it imports), or None."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return None
+        for imported in sorted(graph.get(module, ())):
+            found = visit(imported, [*path, module])
+            if found:
+                return found
+        done.add(module)
+        return None
+
+    return next(filter(None, (visit(module, []) for module in sorted(graph))), None)
+
+
+def test_the_hub_and_the_bus_import_one_way() -> None:
+    """No circle inside the hub or the bus (type-checking imports included):
+    the service sits on top; sessions, rooms, logins and connections know it
+    only through the small protocols they declare (SessionHost, Observer,
+    LoginHost, ConnectionHost)."""
+    for part in ("hub", "bus"):
+        graph: dict[str, set[str]] = {}
+        for path in sorted((PACKAGE / part).glob("*.py")):
+            importer = module_name(path)
+            graph[importer] = {
+                imported
+                for _, imported in imports_in(path.read_text(), importer, path.name == "__init__.py")
+                if imported.startswith(f"buildnotify.{part}.") and imported != importer
+            }
+        assert len(graph) > 3, f"the {part}'s modules were not found"
+        cycle = cycle_in(graph)
+        assert cycle is None, f"import cycle in the {part}: {' -> '.join(cycle)}"
+
+
+def test_a_cycle_is_found() -> None:
+    assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle_in({"a": {"b"}, "b": set()}) is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ANONYMOUS, ICredentialsChecker
@@ -25,8 +25,21 @@ from buildnotify.protocol import LoginFailed
 from buildnotify.store import accounts
 
 if TYPE_CHECKING:
+    import logging
+
+    from twisted.cred.portal import Portal
+
     from buildnotify.hub.connection import HubConnection
-    from buildnotify.hub.service import PBService
+    from buildnotify.hub.settings import PBSettings
+
+
+class LoginHost(Protocol):
+    """What the login gate needs of the service (hub/service.py)."""
+
+    settings: PBSettings
+    portal: Portal
+    throttle: LoginThrottle
+    log: logging.Logger
 
 
 @implementer(ICredentialsChecker)
@@ -145,7 +158,7 @@ AvatarMixin: type = getattr(pb, "_JellyableAvatarMixin", _PublicAvatarMixin)
 class LoginGate(pb.Referenceable, AvatarMixin):
     """The root object of one PB connection: ``login`` and ``loginAnonymous``."""
 
-    def __init__(self, service: PBService, broker: pb.Broker) -> None:
+    def __init__(self, service: LoginHost, broker: pb.Broker) -> None:
         self.service = service
         self.broker = broker
 
@@ -208,7 +221,7 @@ def _require_mind(mind: Any) -> None:
 class LoginRoot:
     """Gives each new connection its own :class:`LoginGate`."""
 
-    def __init__(self, service: PBService) -> None:
+    def __init__(self, service: LoginHost) -> None:
         self.service = service
 
     def rootObject(self, broker: pb.Broker) -> LoginGate:  # noqa: N802

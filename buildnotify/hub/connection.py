@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -35,11 +35,30 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from buildnotify.hub.errors import for_client
-from buildnotify.hub.outbox import Outbox
+from buildnotify.hub.outbox import Flusher, Outbox
+from buildnotify.hub.settings import PBSettings
 from buildnotify.protocol import SECURITY, TooBusy
 
-if TYPE_CHECKING:
-    from buildnotify.hub.service import PBService
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the service that accepts it (hub/service.py)."""
+
+    settings: PBSettings
+    clock: Any
+    flusher: Flusher
+
+    def admit(self, peer: str) -> bool: ...
+
+    def release(self, peer: str) -> None: ...
+
+    def connected(self, connection: HubConnection) -> None: ...
+
+    def disconnected(self, connection: HubConnection) -> None: ...
+
+    def too_slow(self, connection: HubConnection) -> None: ...
+
+    def later(self, delay: float, f: Any, *args: Any) -> Any: ...
+
 
 log = logging.getLogger("buildnotify.pb")
 
@@ -269,7 +288,7 @@ class ConnectionGuard(WrappingFactory):
 
     protocol = HubConnection
 
-    def __init__(self, service: PBService, root: Any, proxied: bool = False) -> None:
+    def __init__(self, service: ConnectionHost, root: Any, proxied: bool = False) -> None:
         super().__init__(HubServerFactory(root, security=SECURITY))
         self.service = service
         self.proxied = proxied  # ``addr`` is a balancer's; the client's comes in a PROXY header

@@ -6,29 +6,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from buildnotify.events import BuildEvent, Transition
 from buildnotify.hub.wire import OneWayCall
-
-if TYPE_CHECKING:
-    from buildnotify.hub.sessions import ObserverSession
 
 log = logging.getLogger(__name__)
 
 ClaimKey = tuple[str, str]  # (pipeline, branch or "")
 
 
+class Observer(Protocol):
+    """What a room pushes to (an observing session, hub/sessions.py)."""
+
+    def deliver(self, call: OneWayCall) -> None: ...
+
+    def deliver_event(self, event: BuildEvent, call: OneWayCall | None) -> None: ...
+
+    def fail(self, reason: str) -> None: ...
+
+
 class ProjectRoom:
     def __init__(self, name: str, claims: Iterable[dict[str, Any]] = ()) -> None:
         self.name = name
-        self.observers: set[ObserverSession] = set()
+        self.observers: set[Observer] = set()
         self.claims: dict[ClaimKey, dict[str, Any]] = {(c["pipeline"], c["branch"] or ""): c for c in claims}
 
-    def attach(self, observer: ObserverSession) -> None:
+    def attach(self, observer: Observer) -> None:
         self.observers.add(observer)
 
-    def detach(self, observer: ObserverSession) -> None:
+    def detach(self, observer: Observer) -> None:
         self.observers.discard(observer)
 
     def publish(self, event: BuildEvent, call: OneWayCall | None) -> None:
@@ -54,7 +61,7 @@ class ProjectRoom:
         call = OneWayCall("claim", claim_wire(claim))
         self._each_observer(lambda observer: observer.deliver(call))
 
-    def _each_observer(self, push: Callable[[ObserverSession], None]) -> None:
+    def _each_observer(self, push: Callable[[Observer], None]) -> None:
         """``push`` to every observer; one that fails is logged and dropped
         (its client reconnects and resumes), and never keeps the others from
         the message."""

@@ -15,7 +15,7 @@ import logging
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.python.failure import Failure
@@ -30,8 +30,11 @@ from buildnotify.store import accounts, personal, queries
 from buildnotify.store.alerting import Alert
 
 if TYPE_CHECKING:
+    from buildnotify.bus import Bus
     from buildnotify.hub.connection import HubConnection
-    from buildnotify.hub.service import PBService
+    from buildnotify.hub.rooms import ProjectRoom
+    from buildnotify.hub.settings import PBSettings
+    from buildnotify.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +56,43 @@ class Developer:
     token_hash: str = ""  # of the token the session signed in with: a new one ends the session
 
 
+class SessionHost(Protocol):
+    """What a session needs of the service that holds it (hub/service.py):
+    sessions sit below the service and know it only through this."""
+
+    store: Store
+    bus: Bus
+    settings: PBSettings
+    clock: Any
+
+    @property
+    def access_version(self) -> int: ...
+
+    def now(self) -> datetime: ...
+
+    def room(self, project: str) -> ProjectRoom: ...
+
+    def leave(self, project: str, session: ObserverSession) -> None: ...
+
+    def developer(self, developer: Developer) -> Any: ...
+
+    def session_ended(self, session: Session) -> None: ...
+
+    def drop(self, session: Session, reason: str) -> None: ...
+
+    def is_muted(self, session: ObserverSession, project: str) -> bool: ...
+
+    async def mute(self, developer: str, project: str, until: datetime | None) -> None: ...
+
+    async def claim_changed(self, claim: dict[str, Any], state: str) -> None: ...
+
+
 class Session(pb.Avatar):
     """What every session answers: identity, liveness, history and status."""
 
     kind = "clientless"
 
-    def __init__(self, service: PBService, developer: Developer | None, connection: HubConnection) -> None:
+    def __init__(self, service: SessionHost, developer: Developer | None, connection: HubConnection) -> None:
         self.service = service
         self.developer = developer
         self.connection = connection
@@ -288,7 +322,7 @@ class ClientlessSession(Session):
 
     kind = "clientless"
 
-    def __init__(self, service: PBService, developer: Developer | None, connection: HubConnection) -> None:
+    def __init__(self, service: SessionHost, developer: Developer | None, connection: HubConnection) -> None:
         super().__init__(service, developer, connection)
         self._idle = service.clock.callLater(service.settings.idle_timeout, self._idled)
 
@@ -310,7 +344,7 @@ class ObserverSession(Session):
 
     kind = "observer"
 
-    def __init__(self, service: PBService, developer: Developer | None, mind: pb.RemoteReference) -> None:
+    def __init__(self, service: SessionHost, developer: Developer | None, mind: pb.RemoteReference) -> None:
         super().__init__(service, developer, mind.broker.connection)
         self.mind = mind
         self.outbox = self.connection.outbox
@@ -490,7 +524,7 @@ class AnonymousSession(ObserverSession):
 
     kind = "anonymous"
 
-    def __init__(self, service: PBService, mind: pb.RemoteReference) -> None:
+    def __init__(self, service: SessionHost, mind: pb.RemoteReference) -> None:
         super().__init__(service, None, mind)
 
 
@@ -499,7 +533,7 @@ class DeveloperSession(ObserverSession):
 
     kind = "developer"
 
-    def __init__(self, service: PBService, developer: Developer, mind: pb.RemoteReference) -> None:
+    def __init__(self, service: SessionHost, developer: Developer, mind: pb.RemoteReference) -> None:
         super().__init__(service, developer, mind)
         self.alerted: set[int] = set()
         #: names this client in the bus's ``attached`` messages (several nodes)
