@@ -12,6 +12,7 @@ import enum
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from typing import Protocol
 
 from buildnotify.logtext import printable
 
@@ -147,3 +148,50 @@ def _iso(value: datetime | None) -> str | None:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# -- ordering: which update of a run wins ---------------------------------------------
+# Events arrive late and twice, and an older update must never overwrite a
+# newer one. Also where a run sits among the runs of its branch, which
+# decides what "the previous build" is.
+
+
+class RunPosition(Protocol):
+    """What the store knows of a run's newest update (store/cache.py's Run)."""
+
+    attempt: int
+    moment: datetime | None
+    phase: int
+
+
+def phase_of(status: Status) -> int:
+    """queued 0 < running 1 < finished 2."""
+    if status is Status.QUEUED:
+        return 0
+    return 1 if status is Status.RUNNING else 2
+
+
+def moment_of(event: BuildEvent) -> datetime | None:
+    """When the CI says this update happened: the latest timestamp it carries."""
+    return event.finished_at or event.started_at
+
+
+def is_newer(attempt: int, moment: datetime | None, phase: int, than: RunPosition) -> bool:
+    """Whether an update is newer than ``than``, what the store has of its run: a later
+    attempt; else a later CI timestamp (a GitLab or Buildkite retry finishes
+    again under the same attempt); else a later phase (queued < running <
+    finished). A repeat of the same update is not newer."""
+    if attempt != than.attempt:
+        return attempt > than.attempt
+    if moment is not None and than.moment is not None and moment != than.moment:
+        return moment > than.moment
+    return phase > than.phase
+
+
+def seq_of(event: BuildEvent) -> int:
+    """Where a run sits among the runs of its branch: the CI's build number,
+    else its start time in milliseconds."""
+    if event.build_number is not None:
+        return event.build_number
+    moment = event.started_at or event.finished_at or event.received_at
+    return int(moment.timestamp() * 1000) if moment else 0

@@ -12,8 +12,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from buildnotify.alerts import Alert
 from buildnotify.events import BuildEvent
-from buildnotify.store.alerting import Alert
 from buildnotify.store.batch import Recorded
 
 log = logging.getLogger("buildnotify.bus")

@@ -26,10 +26,10 @@ from sqlalchemy import Connection
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
+from buildnotify.alerts import Alert
 from buildnotify.bus.base import Bus, Message, encode
 from buildnotify.events import BuildEvent
 from buildnotify.store import Store, queries, stream
-from buildnotify.store.alerting import Alert
 from buildnotify.store.batch import Recorded
 
 log = logging.getLogger("buildnotify.bus")

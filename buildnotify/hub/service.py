@@ -26,6 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.spread import pb
 from zope.interface import implementer
 
+from buildnotify.alerts import Alert
 from buildnotify.bus import Bus, Message
 from buildnotify.events import BuildEvent
 from buildnotify.hub.access import AccessWatch
@@ -46,7 +47,6 @@ from buildnotify.hub.wire import OneWayCall
 from buildnotify.protocol import LoginFailed
 from buildnotify.store import Store, accounts, personal, presence
 from buildnotify.store.accounts import AccessChange
-from buildnotify.store.alerting import Alert
 from buildnotify.store.schema import claims
 
 log = logging.getLogger("buildnotify.pb")

@@ -21,13 +21,13 @@ from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
+from buildnotify.alerts import Alert
 from buildnotify.events import BuildEvent, utcnow
 from buildnotify.hub import arguments
 from buildnotify.hub.rooms import claim_wire
 from buildnotify.hub.wire import OneWayCall, approx_size, call_head
 from buildnotify.protocol import NotAllowed, SessionEnded
 from buildnotify.store import accounts, personal, queries
-from buildnotify.store.alerting import Alert
 
 if TYPE_CHECKING:
     from buildnotify.bus import Bus

@@ -16,9 +16,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from buildnotify.alerts import Alert
 from buildnotify.delivery import Delivery
 from buildnotify.store import database, queries
-from buildnotify.store.alerting import Alert
 from buildnotify.store.batch import Recorded, record_batch
 from buildnotify.store.cache import RecordCache
 from buildnotify.store.stream import EVENTS, Stream

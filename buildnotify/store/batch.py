@@ -5,7 +5,7 @@ Runs on the writer thread only. A batch of deliveries costs a few statements
 whatever its size: lookups take the whole batch at once and the rows go in
 with one ``executemany`` per table (the statements: :mod:`~buildnotify.store.sql`;
 which update wins: :mod:`~buildnotify.store.ordering`; who is alerted:
-:mod:`~buildnotify.store.alerting`).
+:mod:`~buildnotify.alerts`).
 
 What the writer knows of committed runs and branches can be kept across
 batches in a :class:`~buildnotify.store.cache.RecordCache`, so most
@@ -22,11 +22,20 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
+from buildnotify.alerts import Alert, identities_to_alert, recipients
 from buildnotify.delivery import Delivery
-from buildnotify.events import BuildEvent, Status, Transition, classify, utcnow
-from buildnotify.store.alerting import Alert, identities_to_alert, recipients
+from buildnotify.events import (
+    BuildEvent,
+    Status,
+    Transition,
+    classify,
+    is_newer,
+    moment_of,
+    phase_of,
+    seq_of,
+    utcnow,
+)
 from buildnotify.store.cache import DEPTH, UNKNOWN, Branch, RecordCache, Run, RunKey
-from buildnotify.store.ordering import is_newer, moment_of, phase_of, seq_of
 from buildnotify.store.schema import alerts as alerts_table
 from buildnotify.store.schema import projects
 from buildnotify.store.sql import insert_ignore, statements

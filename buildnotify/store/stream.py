@@ -24,9 +24,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, text
 
+from buildnotify.alerts import Alert
 from buildnotify.events import utcnow
 from buildnotify.store import locks, queries
-from buildnotify.store.alerting import Alert
 from buildnotify.store.schema import alerts, bus_messages, developers, events
 
 #: what a notification says is new: events, bus messages, or access changes
