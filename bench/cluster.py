@@ -795,7 +795,12 @@ class Cluster:
                 stderr=err,
                 preexec_fn=_die_with_parent,
             )
-            out, _ = await helper.communicate()
+            try:
+                out, _ = await helper.communicate()
+            finally:
+                if helper.returncode is None:  # interrupted: do not leave it writing
+                    helper.kill()
+                    await helper.wait()
         if helper.returncode != 0:
             raise SystemExit(f"storing the replay's events failed:\n{log.read_text()[-3000:]}")
         stored = json.loads(out.decode().strip().splitlines()[-1])
@@ -1012,7 +1017,11 @@ def main(argv: list[str] | None = None) -> int:
         args.events, args.rounds, args.seconds, args.replay_events = 30, 1, 2.0, 1000
         args.clients = min(args.clients, 2)
     _raise_nofile()
-    return asyncio.run(orchestrate(args))
+    try:
+        return asyncio.run(orchestrate(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: nodes and observers stopped, schema dropped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
