@@ -677,15 +677,18 @@ class Cluster:
     def describe_cpu(usage: dict[str, float]) -> str:
         return "cpu s: " + ", ".join(f"{k} {v:.2f}" for k, v in usage.items())
 
-    async def ids(self, project: str) -> list[int]:
-        """The stored events of ``project``: every event posted, by id."""
+    async def ids(self, project: str, phase: int) -> list[int]:
+        """The stored events of one phase (build ids ``<phase>-<seq>``): every
+        event posted in it, by id. Earlier rounds on the project are not."""
         from sqlalchemy import text
 
         def query() -> list[int]:
             with self.admin.connect() as conn:
                 rows = conn.execute(
-                    text(f"select id from {self.schema}.events where project = :p order by id"),
-                    {"p": project},
+                    text(
+                        f"select id from {self.schema}.events where project = :p and build_id like :b order by id"
+                    ),
+                    {"p": project, "b": f"{phase}-%"},
                 )
                 return [row[0] for row in rows]
 
@@ -730,7 +733,7 @@ class Cluster:
         poster = await self.poster()
         before = self.usage()
         posted = await poster.steady(PROJECTS["lat"], self.phase, args.rate, args.seconds)
-        ids = await self.ids(PROJECTS["lat"])
+        ids = await self.ids(PROJECTS["lat"], self.phase)
         single = await self.expect(["latA"], ids, 30)
         cross = await self.expect(["latB"], ids, 30)
         cpu = self.since(before, self.usage())
@@ -765,7 +768,7 @@ class Cluster:
         before = self.usage()
         t0 = time.time_ns()
         await asyncio.gather(*(poster.post(project, phase, seq) for seq in range(args.events)))
-        ids = await self.ids(project)
+        ids = await self.ids(project, phase)
         result = await self.expect(names, ids, max(60.0, args.events * observers / 1000))
         cpu = self.since(before, self.usage())
         poster.close()
@@ -805,7 +808,7 @@ class Cluster:
             raise SystemExit(f"storing the replay's events failed:\n{log.read_text()[-3000:]}")
         stored = json.loads(out.decode().strip().splitlines()[-1])
         await self.settle()  # both nodes read the new events off the bus first
-        ids = await self.ids(project)
+        ids = await self.ids(project, 0)  # the helper stores phase 0
         assert self.clients is not None
         before = self.usage()
         await self.attach("replay", project, "A", 1, since=0, canaries=0)  # scanned, not decoded
@@ -839,7 +842,7 @@ class Cluster:
         killed = time.time_ns()
         self.nodes["B"][0].send_signal(signal.SIGKILL)
         posted = await posting
-        ids = await self.ids(project)
+        ids = await self.ids(project, self.phase)
         result = await self.expect(["storm"], ids, args.storm_timeout)
         cpu = self.since(before, self.usage())
         poster.close()
