@@ -244,6 +244,9 @@ def client_process(index: int) -> None:
         observer.broker, observer.perspective, observer.connected = root.broker, perspective, True
         root.broker.notifyOnDisconnect(functools.partial(lost, observer))
         group.watch_ns = group.watch_ns or time.time_ns()
+        if group.reconnect is not None:  # logged in again (a canary's watch answer may come much later)
+            group.reconnects += 1
+            group.resumed_ns = max(group.resumed_ns, time.time_ns())
         if early_raw and not observer.canary:
             # Still inside the login answer's dataReceived, and nothing is pushed
             # before watch: the switch falls between messages. The watch's
@@ -278,8 +281,6 @@ def client_process(index: int) -> None:
                 group.retry_error = f"{e!r}"[:200]
                 await deferLater(reactor, 0.1 + random.random() * 0.1)
                 continue
-            group.reconnects += 1
-            group.resumed_ns = max(group.resumed_ns, time.time_ns())
             return
 
     async def attach(
