@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -225,6 +226,11 @@ class _Mind(pb.Referenceable):
     def remote_event(self, event: Any) -> None:
         if self._current():
             self.client._received_event(event)
+
+    def remote_events(self, page: Any) -> None:
+        """A catch-up page: JSON of a list of events, as if each came by ``event``."""
+        if self._current():
+            self.client._received_page(page)
 
     def remote_alert(self, alert: Any) -> None:
         if self._current():
@@ -587,6 +593,17 @@ class WatchClient:
         self._last_id = event_id
         self._schedule_save()
         self._notify("on_event", event)
+
+    def _received_page(self, page: Any) -> None:
+        try:
+            events = json.loads(page) if isinstance(page, bytes | str) else None
+        except ValueError:
+            events = None
+        if not isinstance(events, list):
+            log.warning("ignoring a malformed page of events from the hub: %.200r", page)
+            return
+        for event in events:
+            self._received_event(event)
 
     def _received_alert(self, alert: Any) -> None:
         alert_id = alert.get("alert_id") if isinstance(alert, dict) else None
