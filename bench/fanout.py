@@ -38,6 +38,18 @@ one POST every 1/rate s). Latency per (event, observer): receipt time minus the
 time the POST was written, both ``time.time_ns()`` on this machine. The time
 until the hub answered the POST is printed too (it answers after the fan-out).
 
+(c) **send lag**, the hub's own part of that latency: from the commit of an
+event (the writer's ``conn.commit()`` returned) to the end of the reactor
+turn whose flush wrote it to the last observer connection (straight to the
+socket, or to Twisted's buffer if the socket was full). It is measured inside
+the hub process by a bench-only ``sitecustomize.py`` put on its
+``PYTHONPATH``, which wraps, once per group commit and once per reactor turn
+(never per connection or per delivery): ``GroupCommitWriter._transaction``
+(commit times by event id), ``PBService.committed`` (the events pushed this
+turn) and ``Flusher.flush`` (the turn's writes). Latency minus send lag is
+what the webhook's path to the commit and the observers add (on 2 cores the
+observer processes compete with the hub for CPU).
+
 CPU is printed in cores for the hub, the observers, the naive server, this
 process and *others* (the rest of the machine: other users). On a small
 shared machine the hub's latency depends on the CPU it gets: read the
@@ -65,6 +77,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from array import array
@@ -127,6 +140,64 @@ def http_request(path: str, body: bytes, token: str, key: str) -> bytes:
         f"Authorization: Bearer {token}\r\nIdempotency-Key: {key}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+#: put on the hub's PYTHONPATH as sitecustomize.py: the send lag, measured inside the hub
+SEND_LAG_PROBE = textwrap.dedent(
+    '''
+    """Bench-only (bench/fanout.py): the hub's send lag, from an event's commit
+    to the end of the reactor turn that wrote it to every observer connection.
+    Written at exit to $BUILDNOTIFY_BENCH_SEND_LAG as int64 pairs
+    (time.time_ns() of the write, lag in ns)."""
+    import atexit, os, time
+    from array import array
+
+    _path = os.environ.get("BUILDNOTIFY_BENCH_SEND_LAG")
+    if _path:
+        from buildnotify.hub.outbox import Flusher
+        from buildnotify.hub.service import PBService
+        from buildnotify.store.writer import GroupCommitWriter
+
+        _committed_at = {}  # event id -> time.time_ns() just after its commit (writer thread)
+        _pushed = []  # ids pushed to observers this reactor turn
+        _lags = array("q")
+        _transaction, _committed, _flush = GroupCommitWriter._transaction, PBService.committed, Flusher.flush
+
+        def _timed_transaction(self, conn, items):
+            results = _transaction(self, conn, items)
+            now = time.time_ns()
+            for result in results:
+                for event in getattr(result, "events", ()):
+                    _committed_at[event.id] = now
+            return results
+
+        def _noted_committed(self, events, alerts):
+            _committed(self, events, alerts)
+            for event in events:
+                room = self.rooms.get(event.project)
+                if room is not None and room.observers:
+                    _pushed.append(event.id)
+
+        def _timed_flush(self):
+            _flush(self)
+            if _pushed:
+                now = time.time_ns()
+                for event_id in _pushed:
+                    committed = _committed_at.pop(event_id, None)
+                    if committed is not None:
+                        _lags.extend((now, now - committed))
+                _pushed.clear()
+
+        GroupCommitWriter._transaction = _timed_transaction
+        PBService.committed = _noted_committed
+        Flusher.flush = _timed_flush
+
+        @atexit.register
+        def _dump():
+            with open(_path, "wb") as f:
+                _lags.tofile(f)
+    '''
+)
 
 
 # -- the naive baseline server --------------------------------------------------------
@@ -558,6 +629,7 @@ class Bench:
         self.servers: dict[str, tuple[subprocess.Popen, int, int, str]] = {}  # name -> proc, http, pb, path
         self.observers: Observers | None = None
         self.problems: list[str] = []
+        self.send_lag_file = tmp / "send-lag.bin"  # written by the hub at exit (SEND_LAG_PROBE)
 
     # -- processes ------------------------------------------------------------------
 
@@ -577,12 +649,18 @@ class Bench:
         if self.args.no_direct_send:  # every batch through transport.write, as without Twisted's internals
             env["BUILDNOTIFY_DIRECT_SEND"] = "0"
         env.update(XDG_CONFIG_HOME=str(self.tmp / "xdg"), XDG_DATA_HOME=str(self.tmp / "xdg"))
+        naive_env = dict(env)
+        site = self.tmp / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(SEND_LAG_PROBE)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+        env["BUILDNOTIFY_BENCH_SEND_LAG"] = str(self.send_lag_file)
         hub = _spawn([str(CLI), "serve", "--config", str(config), "-q"], work / "hub.log", env)
         self.servers["hub"] = (hub, hub_http, hub_pb, "/hooks/generic")
         naive = _spawn(
             [sys.executable, __file__, "--naive-server", str(naive_pb), str(naive_http)],
             self.tmp / "naive.log",
-            env,
+            naive_env,
         )
         self.servers["naive"] = (naive, naive_http, naive_pb, "/event")
         for name, (proc, port, _, _) in self.servers.items():
@@ -692,6 +770,7 @@ class Bench:
         poster = Poster(port, path, self.token, self.run)
         await poster.open(args.post_connections)
         usage0 = self._usage()
+        window_start = time.time_ns()
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.05
         lag = 0.0
@@ -703,6 +782,7 @@ class Bench:
             tasks.append(asyncio.ensure_future(poster.post(phase, seq)))
         await asyncio.gather(*tasks)
         reports = await self.observers.wait(phase, timeout=30)
+        window = (window_start, time.time_ns())
         wall = loop.time() - start
         usage = {k: (v - usage0[k]) / wall for k, v in self._usage().items()}
         poster.close()
@@ -722,13 +802,23 @@ class Bench:
             "max_ms": latencies[-1] if latencies else None,
             "answer_p50_ms": 1000 * (_percentile(answers, 0.5) or 0),
             "answer_p99_ms": 1000 * (_percentile(answers, 0.99) or 0),
-            "send_lag_ms": 1000 * lag,
+            "post_lag_ms": 1000 * lag,  # how late this process's POSTs went out, at most
+            "window_ns": window,  # for the hub's send lag, read after it stopped
             "usage": usage,  # cores, over the phase
             "canary": _canary(reports),
             "canary_expected": events * len(reports),
         }
         self._check("steady", result, reports)
         return result
+
+    def send_lags(self, window: tuple[int, int]) -> list[float]:
+        """The hub's send lags (ms) of the events it wrote within ``window``
+        (``time.time_ns()``), sorted; the hub writes them when it exits."""
+        pairs = array("q")
+        with contextlib.suppress(OSError):
+            pairs.frombytes(self.send_lag_file.read_bytes())
+        start, end = window
+        return sorted(pairs[i + 1] / 1e6 for i in range(0, len(pairs) - 1, 2) if start <= pairs[i] <= end)
 
     def _usage(self) -> dict[str, float]:
         """CPU seconds so far: the hub, the observers, the naive server, this
@@ -852,6 +942,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
     bench = Bench(args, tmp)
     hubs: list[dict[str, Any]] = []
     naives: list[dict[str, Any]] = []
+    steady: dict[str, Any] = {}
     try:
         bench.start_servers()
         t = time.perf_counter()
@@ -879,6 +970,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         if bench.observers is not None:
             await bench.observers.quit()
         bench.stop()
+        send_lags = bench.send_lags(steady["window_ns"]) if steady else []
         if args.keep:
             print(f"kept {tmp}")
         else:
@@ -889,13 +981,25 @@ async def orchestrate(args: argparse.Namespace) -> int:
     hub_us = statistics.median(1e6 * r["server_cpu"] / max(1, r["received"]) for r in hubs)
     naive_us = statistics.median(1e6 * r["server_cpu"] / max(1, r["received"]) for r in naives)
     ratio = rate / naive_rate if naive_rate else None
+    send_lag_p50, send_lag_p99 = _percentile(send_lags, 0.5), _percentile(send_lags, 0.99)
+    if len(send_lags) != steady["events"]:
+        bench.problems.append(f"send lag measured for {len(send_lags)} of {steady['events']} steady events")
     cpu_ratio = naive_us / hub_us if hub_us else None  # CPU is counted in 10 ms ticks
     print(
         f"steady        {args.rate:g} events/s x {args.seconds:g} s -> {steady['received']} of "
         f"{steady['expected']} deliveries: p50 {steady['p50_ms']:.1f} ms  p99 {steady['p99_ms']:.1f} ms"
         f"  p99.9 {steady['p999_ms']:.1f} ms  max {steady['max_ms']:.1f} ms"
         f"  (webhook answered p50 {steady['answer_p50_ms']:.1f} / p99 {steady['answer_p99_ms']:.1f} ms;"
-        f" sends up to {steady['send_lag_ms']:.1f} ms late)\n"
+        f" posts up to {steady['post_lag_ms']:.1f} ms late)\n"
+        f"              hub send lag, commit -> written to the last observer's socket: "
+        + (
+            f"p50 {send_lag_p50:.2f} ms  p99 {send_lag_p99:.2f} ms  max {send_lags[-1]:.2f} ms"
+            f" ({len(send_lags)} events; the rest of the latency is the webhook's way to the commit"
+            " and the observers)"
+            if send_lags
+            else "not measured (the hub wrote no figures)"
+        )
+        + "\n"
         f"              cpu in cores ({os.cpu_count()} here): "
         + ", ".join(f"{k} {v:.2f}" for k, v in steady["usage"].items()),
         flush=True,
@@ -931,7 +1035,10 @@ async def orchestrate(args: argparse.Namespace) -> int:
         "steady_cpu": {k: round(v, 3) for k, v in steady["usage"].items()},
         "answer_p50_ms": round(steady["answer_p50_ms"], 2),
         "answer_p99_ms": round(steady["answer_p99_ms"], 2),
-        "send_lag_ms": round(steady["send_lag_ms"], 2),
+        "send_lag_p50_ms": round(send_lag_p50, 3) if send_lag_p50 is not None else None,
+        "send_lag_p99_ms": round(send_lag_p99, 3) if send_lag_p99 is not None else None,
+        "send_lag_max_ms": round(send_lags[-1], 3) if send_lags else None,
+        "post_lag_ms": round(steady["post_lag_ms"], 2),
         "missing": sum(r["expected"] - r["received"] for r in [*hubs, *naives, steady]),
         "problems": len(bench.problems),
     }

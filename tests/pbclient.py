@@ -3,6 +3,7 @@ log in, and record everything pushed to the mind."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,10 +30,16 @@ class RecordingMind(pb.Referenceable):
         self.claims: list[dict[str, Any]] = []
         self.goodbyes: list[str] = []
         self.pings = 0
+        self.pages = 0
         self.answer_pings = answer_pings
 
     def remote_event(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+
+    def remote_events(self, page: bytes) -> None:
+        """A catch-up page (docs/protocol.md): events as if pushed one by one."""
+        self.pages += 1
+        self.events.extend(json.loads(page))
 
     def remote_alert(self, alert: dict[str, Any]) -> None:
         self.alerts.append(alert)

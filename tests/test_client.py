@@ -4,6 +4,7 @@ client config and token sources."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -25,6 +26,12 @@ from buildnotify.client import (
     resolve_token,
 )
 from buildnotify.client.resume import state_file_name
+from buildnotify.client.settings import (
+    HUB_VARIABLE,
+    add_connection_options,
+    hub_list,
+    resolve_connection,
+)
 from buildnotify.hub.settings import PBSettings
 from buildnotify.store import accounts
 from tests.pbclient import (
@@ -105,7 +112,10 @@ class ClientTestCase(unittest.TestCase):
         recorder = recorder or Recorder()
         options.setdefault("projects", [WIDGET])
         options.setdefault("retry_policy", fast_retries())
-        client = WatchClient(recorder, hub=self.hub.hub.pb_address, **options)
+        options.setdefault("reconnect_spread", 0.05)  # on the real reactor: short
+        options.setdefault("random_source", random.Random(SEED).random)
+        options.setdefault("hub", self.hub.hub.pb_address)
+        client = WatchClient(recorder, **options)
         self.addCleanup(client.stop)
         return recorder, client
 
@@ -346,6 +356,126 @@ class ReconnectTests(ClientTestCase):
         self.assertIsNone(client.outcome)  # still running
 
 
+DEAD = "tcp:127.0.0.1:1"  # nothing listens there: refused at once
+
+
+class SeveralEndpointsTests(ClientTestCase):
+    """A hub named by several endpoints (the nodes of one hub)."""
+
+    def every_event(self, stored: list[int], recorder: Recorder, client: WatchClient) -> Any:
+        return missing_events(stored, recorder.ids, lambda: client.position)
+
+    async def second_listener(self) -> str:
+        """The same hub on one more port: another node, as far as a client can tell."""
+        endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+        port = await endpoint.listen(self.hub.hub.service.factory())
+        self.addCleanup(port.stopListening)
+        return f"tcp:127.0.0.1:{port.getHost().port}"
+
+    async def test_a_dead_endpoint_is_passed_over_at_once(self) -> None:
+        await self.start_hub()
+        live = self.hub.hub.pb_address
+        clock = task.Clock()  # nothing may wait on it: the live endpoint is tried at once
+        recorder, client = self.client(hub=[DEAD, live], clock=clock)
+        client.start()
+        await self.live(client)
+        self.assertEqual(
+            [(s.phase, s.hub) for s in recorder.states],
+            [
+                (Phase.CONNECTING, DEAD),
+                (Phase.DISCONNECTED, DEAD),
+                (Phase.CONNECTING, live),
+                (Phase.CONNECTED, live),
+                (Phase.LIVE, live),
+            ],
+        )
+        refused = recorder.states[1]
+        self.assertEqual(refused.retry_in, 0.0)
+        self.assertIn(f"disconnected from {DEAD} (connection refused); trying {live} now", refused.message)
+        self.assertIn(f"live on {live}", recorder.states[-1].message)
+        posted = await self.hub.build(WIDGET, 1, "failure")
+        await wait_until(lambda: recorder.ids == [posted], what="the event through the live endpoint")
+
+    async def test_every_endpoint_failing_waits_the_backoff_then_starts_over(self) -> None:
+        await self.start_hub()
+        clock = task.Clock()
+        recorder, client = self.client(
+            hub=f"{DEAD},tcp:127.0.0.1:2", clock=clock, retry_policy=seeded_retries()
+        )
+        policy = seeded_retries()
+        client.start()
+        await wait_until(lambda: recorder.phases.count(Phase.DISCONNECTED) == 2, what="both refused")
+        first, second = [s for s in recorder.states if s.phase == Phase.DISCONNECTED]
+        self.assertEqual((first.hub, first.retry_in), (DEAD, 0.0))
+        self.assertEqual((second.hub, second.retry_in), ("tcp:127.0.0.1:2", policy(0)))
+        self.assertIn(f"trying {DEAD} in", second.message)
+        clock.advance(second.retry_in)
+        await wait_until(lambda: recorder.phases.count(Phase.DISCONNECTED) == 4, what="the second round")
+        self.assertEqual(recorder.states[-1].retry_in, policy(1))
+        self.assertEqual(recorder.states[-1].attempt, 4)
+
+    async def test_a_lost_node_is_left_for_the_next_after_a_random_wait_and_nothing_is_lost(self) -> None:
+        await self.start_hub()
+        first, second = self.hub.hub.pb_address, await self.second_listener()
+        clock = task.Clock()
+        spread = 4.0
+        draws = random.Random(SEED)
+        recorder, client = self.client(
+            hub=[first, second], clock=clock, reconnect_spread=spread, random_source=draws.random
+        )
+        expected_wait = spread * random.Random(SEED).random()  # the client's first draw
+        client.start()
+        await self.live(client)
+        for number in range(1, 11):
+            await self.hub.build(WIDGET, number, "failure")
+        before = await self.stored_ids()
+        await wait_until(lambda: recorder.ids == before, what=self.every_event(before, recorder, client))
+        await self.stop_pb_port()  # the first node goes away, and its connections with it
+        client.broker.transport.abortConnection()
+        await wait_until(lambda: recorder.phases[-1] == Phase.DISCONNECTED, what="the loss noticed")
+        lost = recorder.states[-1]
+        self.assertEqual((lost.hub, lost.retry_in), (first, expected_wait))
+        self.assertIn(f"disconnected from {first}", lost.message)
+        self.assertIn(f"trying {second} in {expected_wait:.1f} s", lost.message)
+        for number in range(11, 21):  # committed while this client is away
+            await self.hub.build(WIDGET, number, "success")
+        clock.advance(expected_wait - EPSILON)
+        self.assertEqual(recorder.phases.count(Phase.CONNECTING), 1, "reconnected before the random wait")
+        clock.advance(2 * EPSILON)
+        await wait_until(lambda: recorder.phases.count(Phase.LIVE) == 2, what="live on the second node")
+        self.assertEqual(recorder.states[-1].hub, second)
+        catching_up = [s for s in recorder.states if s.phase == Phase.CATCHING_UP]
+        self.assertEqual([(s.hub, s.since) for s in catching_up], [(second, before[-1])])
+        for number in range(21, 26):
+            await self.hub.build(WIDGET, number, "running")
+        stored = await self.stored_ids()
+        await wait_until(lambda: recorder.ids == stored, what=self.every_event(stored, recorder, client))
+        await delivered(client.perspective)
+        self.assertEqual(recorder.ids, stored)
+        self.assertEqual(client.duplicates, 0)
+
+    async def test_reconnect_skips_the_random_wait(self) -> None:
+        await self.start_hub()
+        clock = task.Clock()  # never advanced: a wait would never end
+        recorder, client = self.client(clock=clock, reconnect_spread=60.0)
+        client.start()
+        await self.live(client)
+        client.reconnect()
+        await wait_until(lambda: recorder.phases.count(Phase.LIVE) == 2, what="live again at once")
+        self.assertEqual([s.retry_in for s in recorder.states if s.phase == Phase.DISCONNECTED], [0.0])
+
+    def test_the_resume_file_is_the_same_for_the_same_set_of_endpoints(self) -> None:
+        a, b = "tcp:10.0.0.1:8787", "tls:hub-b.example.com:8787"
+        name = state_file_name([a, b], "ada", [WIDGET])
+        self.assertEqual(state_file_name([b, a], "ada", [WIDGET]), name)
+        self.assertEqual(state_file_name(f"{b}, {a},{a}", "ada", [WIDGET]), name)
+        self.assertNotEqual(state_file_name(a, "ada", [WIDGET]), name)
+        self.assertNotEqual(state_file_name([a, "tcp:10.0.0.3:8787"], "ada", [WIDGET]), name)
+        self.assertTrue(name.startswith("tcp_10.0.0.1_8787+1-"), name)
+        self.assertEqual(state_file_name(a, "ada"), "tcp_10.0.0.1_8787-ada.json")  # one: as before
+        self.assertEqual(state_file_name([a, a], "ada"), "tcp_10.0.0.1_8787-ada.json")
+
+
 class GoodbyeTests(ClientTestCase):
     async def test_signed_in_elsewhere_stops_for_good(self) -> None:
         hub_clock, client_clock = task.Clock(), task.Clock()
@@ -515,6 +645,30 @@ class SettingsTests(unittest.TestCase):
         for bad in ('hubb = "x"', "projects = 3", 'user = ""', "hub = ["):
             with self.assertRaises(ClientConfigError, msg=bad):
                 load_config(self.write("client.toml", bad), environ={})
+
+    def test_a_hub_of_several_nodes_from_options_environment_and_file(self) -> None:
+        a, b, c = "tcp:10.0.0.1:8787", "tcp:10.0.0.2:8787", "tls:hub.example.com:8787"
+        listed = self.write("client.toml", f'hub = ["{a}", "{b}"]\n')
+        self.assertEqual(load_config(listed, environ={}).hub, f"{a},{b}")
+        joined = self.write("client.toml", f'hub = "{a}, {b}"\n')
+        self.assertEqual(hub_list(load_config(joined, environ={}).hub), (a, b))
+
+        def resolve(*argv: str, environ: dict[str, str] | None = None) -> str:
+            parser = argparse.ArgumentParser()
+            add_connection_options(parser)
+            args = parser.parse_args([*argv, "--client-config", str(joined)])
+            return resolve_connection(args, environ=environ or {}).hub
+
+        self.assertEqual(resolve(), f"{a},{b}")
+        self.assertEqual(resolve(environ={HUB_VARIABLE: c}), c)  # the environment over the file
+        self.assertEqual(resolve("--hub", b, "--hub", f"{c},{a}", environ={HUB_VARIABLE: c}), f"{b},{c},{a}")
+        self.assertEqual(resolve("--hub", a), a)  # one endpoint: as it always was
+        with self.assertRaises(ClientConfigError) as bad:
+            resolve("--hub", a, "--hub", "tcp:nowhere")
+        self.assertIn("--hub: not an endpoint: 'tcp:nowhere'", str(bad.exception))
+        for wrong in ("hub = []", 'hub = [""]', "hub = [1]", 'hub = " , "'):
+            with self.assertRaises(ClientConfigError, msg=wrong):
+                load_config(self.write("client.toml", wrong), environ={})
 
     def test_where_the_token_comes_from(self) -> None:
         token_file = self.write("token", "from-file\n")

@@ -235,6 +235,21 @@ class ErrorTests(CommandTestCase):
         self.assertEqual(result.code, commands.EXIT_REFUSED, result)
         self.assertIn("the hub refused the login: unknown developer or wrong token", result.err)
 
+    async def test_a_hub_of_several_endpoints_is_reached_through_the_first_that_answers(self) -> None:
+        await self.start_hub()
+        posted = await self.hub.build(WIDGET, 1, "failure")
+        dead = "tcp:127.0.0.1:1"
+        result = await self.run_cli("status", "--project", WIDGET, "--json", "--hub", dead)
+        self.assertEqual(result.code, commands.EXIT_OK, result)
+        self.assertEqual([json.loads(line)["id"] for line in result.lines], [posted])
+        result = await self.run_cli("status", "--project", WIDGET, "--hub", dead, hub="tcp:127.0.0.1:2")
+        self.assertEqual(result.code, commands.EXIT_UNREACHABLE, result)
+        self.assertEqual(
+            result.err.strip(),
+            "buildnotify-cli: cannot reach the hub at any of "
+            f"{dead} (connection refused); tcp:127.0.0.1:2 (connection refused)",
+        )
+
     async def test_anonymous_sessions_cannot_see_private_projects(self) -> None:
         await self.start_hub()
         await self.hub.build(WIDGET, 1, "failure")

@@ -15,7 +15,7 @@ from twisted.internet.threads import deferToThread
 
 from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, Transition
-from buildnotify.store import Recorded, Store, database
+from buildnotify.store import Recorded, Store, database, queries
 from buildnotify.store.batch import record_batch
 from buildnotify.store.cache import RecordCache
 from buildnotify.store.schema import metadata
@@ -88,6 +88,26 @@ class StoreTests:
         self.assertEqual(stored.delivery_key, "delivery-7")
         self.assertEqual(stored.transition, Transition.FAILED)
         self.assertEqual(stored.replace(id=None, transition=None, delivery_key=None), event)
+
+    async def test_the_wire_dicts_read_for_a_catch_up_are_the_events_dicts(self) -> None:
+        await self.record(
+            build(
+                7,
+                Status.FAILURE,
+                sha="0123456789abcdef0123456789abcdef01234567",
+                author=Author("Ada Lovelace", "ada@example.com", "ada"),
+                url="https://ci.example.com/acme/widget/7",
+                started_at=T0,
+                finished_at=T0 + timedelta(minutes=3),
+            ),
+            build(8, Status.CANCELLED, branch=None, author=Author(None, None, None)),  # no transition
+            build(9, Status.RUNNING, project="acme/gadget"),
+        )
+        for query in ({"after_id": 0}, {"after_id": 1, "projects": ["acme/widget"]}, {"limit": 2}):
+            events = await self.store.read(queries.history, **query)
+            wire = await self.store.read(queries.history_wire, **query)
+            self.assertEqual(wire, [e.to_dict() for e in events], query)
+            self.assertTrue(wire, query)
 
     async def test_times_are_stored_as_sqlalchemy_stores_them(self) -> None:
         """Rows go in through the DBAPI; their times must match the rows

@@ -212,10 +212,8 @@ def _run(args: argparse.Namespace, name: str, body: Body, developer: bool) -> in
             _say(e.message)
         return e.code
     from twisted.internet import reactor
-    from twisted.internet.endpoints import clientFromString
 
-    endpoint = clientFromString(reactor, hub)  # resolve_connection made sure it parses
-    return _in_reactor(reactor, lambda: _session(args, body, endpoint, hub, user, connection.token))
+    return _in_reactor(reactor, lambda: _session(args, body, hub, user, connection.token))
 
 
 def _check(args: argparse.Namespace, name: str, config: Any, user: str | None) -> None:
@@ -267,26 +265,42 @@ def _in_reactor(reactor: Any, work: Callable[[], Awaitable[int]]) -> int:
 
 
 async def _session(
-    args: argparse.Namespace, body: Body, endpoint: Any, hub: str, user: str | None, token: str | None
+    args: argparse.Namespace, body: Body, hub: str, user: str | None, token: str | None
 ) -> int:
+    """``hub``: one endpoint, or several (comma separated): the first that
+    answers is used."""
     from twisted.internet import defer, error, reactor
+    from twisted.internet.endpoints import clientFromString
     from twisted.spread import pb
 
     from buildnotify.client.core import describe
+    from buildnotify.client.settings import hub_list
     from buildnotify.protocol import SECURITY
 
-    factory = pb.PBClientFactory(security=SECURITY)
     broker = None
 
     async def work() -> int:
-        nonlocal broker
-        try:
-            broker = await endpoint.connect(factory)
-            root = await factory.getRootObject()
-        except defer.CancelledError:
-            raise
-        except Exception as e:
-            raise Failed(EXIT_UNREACHABLE, f"cannot reach the hub at {hub}: {describe(e)}") from None
+        nonlocal broker, hub
+        failures: list[tuple[str, str]] = []
+        for endpoint in hub_list(hub):  # resolve_connection made sure each parses
+            factory = pb.PBClientFactory(security=SECURITY)
+            try:
+                broker = await clientFromString(reactor, endpoint).connect(factory)
+                root = await factory.getRootObject()
+                hub = endpoint
+                break
+            except defer.CancelledError:
+                raise
+            except Exception as e:
+                if broker is not None and broker.transport is not None:
+                    broker.transport.loseConnection()
+                broker = None
+                failures.append((endpoint, describe(e)))
+        else:
+            if len(failures) == 1:
+                raise Failed(EXIT_UNREACHABLE, f"cannot reach the hub at {hub}: {failures[0][1]}")
+            tried = "; ".join(f"{endpoint} ({why})" for endpoint, why in failures)
+            raise Failed(EXIT_UNREACHABLE, f"cannot reach the hub at any of {tried}")
         try:
             if user is None:
                 perspective = await root.callRemote("loginAnonymous", None)

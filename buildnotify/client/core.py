@@ -21,6 +21,15 @@ and drives the client with ``start()`` (a Deferred that fires with an
                          resume=ResumeFile.for_hub("tcp:127.0.0.1:8787", None))
     outcome = await client.start()
 
+``hub`` may name several nodes of one hub (a list, or comma separated):
+the client connects to the first that answers and, when a connection fails
+or is lost, moves on to the next, resuming after the last event it received
+(event ids are one stream across the nodes). Endpoints that fail in a row
+are tried at once; once each has failed, the retry policy's backoff waits.
+The first attempt after losing a live connection waits a random part of
+``reconnect_spread`` first, so that the clients of a node that went away do
+not all arrive at the next one in the same instant.
+
 The client never gives up on its own while the hub is unreachable; it stops
 for good only when told to (``stop()``), when the hub says another client of
 the same developer signed in ("signed in elsewhere": reconnecting would only
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -46,11 +56,13 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from buildnotify.client.resume import ResumeFile
-from buildnotify.client.settings import DEFAULT_HUB
+from buildnotify.client.settings import DEFAULT_HUB, hub_list
 from buildnotify.protocol import SECURITY, BadArgument, LoginFailed, NotAllowed, raised_remotely
 
 log = logging.getLogger("buildnotify.client")
 
+#: seconds over which the first attempts after losing a live connection spread
+RECONNECT_SPREAD = 5.0
 SIGNED_IN_ELSEWHERE = "signed in elsewhere"
 TOO_SLOW = "too slow"
 #: the hub's errors after which retrying cannot help
@@ -72,9 +84,9 @@ class State:
 
     phase: Phase
     message: str  # for people, e.g. "disconnected (connection refused); retrying in 3 s"
-    hub: str
+    hub: str  # the endpoint this state is about (connecting to, live on, lost)
     attempt: int = 0  # failed attempts since the last time the client was live
-    retry_in: float | None = None  # DISCONNECTED: seconds until the next attempt
+    retry_in: float | None = None  # DISCONNECTED: seconds until the next attempt (0: at once)
     since: int | None = None  # CATCHING_UP: the id the catch-up starts after
     watch: dict[str, Any] | None = None  # LIVE: the hub's answer to watch()
     gap: bool = False  # LIVE: events after `since` were pruned before we could catch up
@@ -211,6 +223,11 @@ class _Mind(pb.Referenceable):
         if self._current():
             self.client._received_event(event)
 
+    def remote_events(self, page: Any) -> None:
+        """A catch-up page: JSON of a list of events, as if each came by ``event``."""
+        if self._current():
+            self.client._received_page(page)
+
     def remote_alert(self, alert: Any) -> None:
         if self._current():
             self.client._received_alert(alert)
@@ -238,7 +255,7 @@ class WatchClient:
         self,
         listener: Any,
         *,
-        hub: str = DEFAULT_HUB,
+        hub: str | Sequence[str] = DEFAULT_HUB,
         user: str | None = None,
         token: str | None = None,
         projects: Sequence[str] | None = None,
@@ -251,8 +268,12 @@ class WatchClient:
         login_timeout: float = 30.0,
         keepalive: float | None = 60.0,
         keepalive_timeout: float = 20.0,
+        reconnect_spread: float = RECONNECT_SPREAD,
+        random_source: Callable[[], float] = random.random,
     ) -> None:
         """
+        :param hub: the hub's endpoint, or every node's: a list, or comma
+            separated; tried in order.
         :param user: log in as this developer (with ``token``); None: anonymously.
         :param projects: what to watch; None (developers only): the projects
             the developer watched before.
@@ -269,6 +290,10 @@ class WatchClient:
         :param keepalive: ping the hub this often (seconds) and drop the
             connection when it does not answer in ``keepalive_timeout``;
             None: never (rely on the hub's heartbeat and TCP).
+        :param reconnect_spread: after losing a live connection, wait
+            ``reconnect_spread * random_source()`` seconds (on ``clock``)
+            before the first attempt; ``random_source`` returns a float in
+            [0, 1) (tests pass a seeded one).
         """
         if user is not None and not token:
             raise ValueError(f"logging in as {user} needs a token")
@@ -278,8 +303,11 @@ class WatchClient:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
+        self.hubs = hub_list(hub)
+        if not self.hubs:
+            raise ValueError(f"no hub endpoint in {hub!r}")
         self.listener = listener
-        self.hub = hub
+        self.hub = self.hubs[0]  # the endpoint in use, or being tried
         self.user = user
         self._token = token
         self.projects = list(projects) if projects is not None else None
@@ -290,6 +318,9 @@ class WatchClient:
         self.login_timeout = login_timeout
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
+        self.reconnect_spread = reconnect_spread
+        self.random_source = random_source
+        self._at_once = False  # reconnect() asked: the next attempt does not wait
         if since is None and resume is not None and not start_live:
             since = resume.load()
         self._last_id: int | None = since  # the greatest event id received (or resumed from)
@@ -354,6 +385,7 @@ class WatchClient:
     def reconnect(self) -> None:
         """Drop the current connection (or skip the backoff wait) and connect again."""
         if self._link is not None:
+            self._at_once = True
             self._link.close(abort=True)
         elif self._pending is not None and self.state and self.state.phase == Phase.DISCONNECTED:
             self._pending.cancel()
@@ -389,8 +421,12 @@ class WatchClient:
         self._finished(self.outcome)
 
     async def _run(self) -> Outcome:
-        attempt = 0
+        attempt = 0  # failed attempts since the client was last live
+        backoffs = 0  # waits of the retry policy since then
+        untried = len(self.hubs)  # attempts left before the next backoff
+        index = 0
         while self.outcome is None:
+            self.hub = self.hubs[index]
             self._set_state(Phase.CONNECTING, f"connecting to {self.hub}", attempt=attempt)
             went_live = False
             reason = "connection lost"
@@ -410,16 +446,29 @@ class WatchClient:
                 self._link = None
             if self.outcome is not None:
                 break
+            index = (index + 1) % len(self.hubs)
+            untried -= 1
             if went_live:
-                attempt = 0
-            delay = max(0.0, float(self.retry_policy(attempt)))
+                attempt = backoffs = 0
+                untried = len(self.hubs)
+                delay = self.reconnect_spread * self.random_source()
+            elif untried > 0:
+                delay = 0.0  # another node may answer
+            else:
+                delay = max(0.0, float(self.retry_policy(backoffs)))
+                backoffs += 1
+                untried = len(self.hubs)
+            if self._at_once:
+                self._at_once, delay = False, 0.0
             attempt += 1
             self._set_state(
                 Phase.DISCONNECTED,
-                f"disconnected from {self.hub} ({reason}); retrying in {_seconds(delay)}",
+                f"disconnected from {self.hub} ({reason}); {self._next_attempt(self.hubs[index], delay)}",
                 attempt=attempt,
                 retry_in=delay,
             )
+            if not delay:
+                continue
             self._pending = deferLater(self.clock, delay, lambda: None)
             try:
                 await self._pending
@@ -430,6 +479,11 @@ class WatchClient:
         assert self.outcome is not None
         self._set_state(Phase.STOPPED, self.outcome.message)
         return self.outcome
+
+    def _next_attempt(self, hub: str, delay: float) -> str:
+        if hub == self.hub:
+            return f"retrying in {_seconds(delay)}"
+        return f"trying {hub} " + (f"in {_seconds(delay)}" if delay else "now")
 
     async def _session(self, attempt: int) -> bool:
         """One connection, from connecting to losing it; True if it went live."""
@@ -536,6 +590,17 @@ class WatchClient:
         self._schedule_save()
         self._notify("on_event", event)
 
+    def _received_page(self, page: Any) -> None:
+        try:
+            events = json.loads(page) if isinstance(page, bytes | str) else None
+        except ValueError:
+            events = None
+        if not isinstance(events, list):
+            log.warning("ignoring a malformed page of events from the hub: %.200r", page)
+            return
+        for event in events:
+            self._received_event(event)
+
     def _received_alert(self, alert: Any) -> None:
         alert_id = alert.get("alert_id") if isinstance(alert, dict) else None
         if not isinstance(alert_id, int):
@@ -600,7 +665,7 @@ class WatchClient:
         if self.resume is None or position is None or position == self._saved_id:
             return
         try:
-            self.resume.save(position, hub=self.hub, user=self.user, projects=self.projects)
+            self.resume.save(position, hub=",".join(self.hubs), user=self.user, projects=self.projects)
             self._saved_id = position
         except OSError as e:
             log.warning("could not save the resume position to %s: %s", self.resume.path, e)

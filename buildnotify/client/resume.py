@@ -1,6 +1,10 @@
 """Where a client's event stream stands, kept on disk per hub, user and
 project set so a restarted client resumes from the last event it saw.
 
+Event ids are one stream for every node of a hub (they share one database),
+so a hub named by several endpoints has one position: the file is found by
+the set of endpoints, whatever their order.
+
 A position belongs to one stream: two runs watching different projects must
 not share it (one would skip what the other had not seen). One small JSON
 file per (hub, user, projects) under the user's state directory
@@ -16,11 +20,13 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+from buildnotify.client.settings import hub_list
 
 ANONYMOUS = "anonymous"
 
@@ -29,18 +35,29 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("buildnotify"))
 
 
-def state_file_name(hub: str, user: str | None, projects: Iterable[str] | None = None) -> str:
+def state_file_name(hub: str | Sequence[str], user: str | None, projects: Iterable[str] | None = None) -> str:
     """``tcp:127.0.0.1:8787`` + ``ada`` -> ``tcp_127.0.0.1_8787-ada.json`` for
     a developer's saved projects (``projects`` None); a named set of projects
-    adds a digest of the set: ``tcp_127.0.0.1_8787-ada-3f2a9c1b.json``."""
+    adds a digest of the set: ``tcp_127.0.0.1_8787-ada-3f2a9c1b.json``.
+    Several endpoints (a list, or comma separated) name the first in sort
+    order, how many more, and a digest of the set:
+    ``tcp_10.0.0.1_8787+1-5d41402abc4b-ada.json``."""
 
     def safe(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9._@-]+", "_", text).strip("_") or "_"
 
-    name = f"{safe(hub)}-{safe(user or ANONYMOUS)}"
+    endpoints = sorted(hub_list(hub))
+    where = safe(endpoints[0]) if endpoints else "_"
+    if len(endpoints) > 1:
+        where += f"+{len(endpoints) - 1}-{_digest(endpoints)}"
+    name = f"{where}-{safe(user or ANONYMOUS)}"
     if projects is not None:
-        name += "-" + hashlib.sha256("\n".join(sorted(set(projects))).encode()).hexdigest()[:12]
+        name += "-" + _digest(sorted(set(projects)))
     return f"{name}.json"
+
+
+def _digest(names: list[str]) -> str:
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
 
 
 class ResumeFile:
@@ -52,13 +69,14 @@ class ResumeFile:
     @classmethod
     def for_hub(
         cls,
-        hub: str,
+        hub: str | Sequence[str],
         user: str | None,
         directory: Path | None = None,
         projects: Iterable[str] | None = None,
     ) -> ResumeFile:
         """The position of ``user``'s stream of ``projects`` (None: the
-        developer's saved projects) from ``hub``."""
+        developer's saved projects) from ``hub`` (one endpoint, or several:
+        a list or comma separated, in any order)."""
         return cls((directory or default_state_dir()) / state_file_name(hub, user, projects))
 
     def load(self) -> int | None:

@@ -3,13 +3,19 @@
 ``~/.config/buildnotify/client.toml`` (the platform's user config directory),
 every key optional::
 
-    hub = "tls:hub.example.com:8787"
+    hub = "tls:hub.example.com:8787"   # or several nodes of one hub: a list,
+                                       # or "tls:a.example.com:8787,tls:b.example.com:8787"
     user = "ada"
     token_file = "~/.config/buildnotify/token"
     projects = ["acme/widget", "acme/gadget"]
 
 The token is never in the config file itself: it comes from an argument,
-a token file, or ``BUILDNOTIFY_TOKEN``.
+a token file, or ``BUILDNOTIFY_TOKEN``. ``BUILDNOTIFY_HUB`` overrides the
+file's ``hub``; ``--hub`` overrides both.
+
+A hub of several nodes is named by all their endpoints, comma separated
+(``--hub`` may also be repeated): the client uses the first that answers
+and moves on to the next when a connection fails or is lost.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import dataclasses
 import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +37,19 @@ DEFAULT_HUB = "tcp:127.0.0.1:8787"
 HUB_EXAMPLES = "tcp:127.0.0.1:8787 or tls:hub.example.com:8787"
 TOKEN_VARIABLE = "BUILDNOTIFY_TOKEN"
 CONFIG_VARIABLE = "BUILDNOTIFY_CLIENT_CONFIG"
+HUB_VARIABLE = "BUILDNOTIFY_HUB"
 
 
 class ClientConfigError(Exception):
     """A problem with the client's config or token, worded for its user."""
+
+
+def hub_list(hub: str | Iterable[str]) -> tuple[str, ...]:
+    """The endpoints of ``hub``: one endpoint, several comma separated, or a
+    sequence of those; in order, each once (an endpoint holds no comma)."""
+    parts = [hub] if isinstance(hub, str) else list(hub)
+    endpoints = (e.strip() for part in parts for e in part.split(","))
+    return tuple(dict.fromkeys(e for e in endpoints if e))
 
 
 def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
@@ -45,7 +60,7 @@ def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class ClientConfig:
-    hub: str = DEFAULT_HUB
+    hub: str = DEFAULT_HUB  # one endpoint, or several comma separated
     user: str | None = None
     token_file: Path | None = None
     projects: tuple[str, ...] = ()
@@ -80,9 +95,14 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> ClientCon
         raise ClientConfigError(
             f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(allowed)}"
         )
-    for key in ("hub", "user", "token_file"):
+    for key in ("user", "token_file"):
         if key in data and not (isinstance(data[key], str) and data[key]):
             raise ClientConfigError(f"{where}: {key} must be a non-empty string")
+    hub = data.get("hub", DEFAULT_HUB)
+    if isinstance(hub, list) and all(isinstance(h, str) for h in hub):
+        hub = ",".join(hub)
+    if not (isinstance(hub, str) and hub_list(hub)):
+        raise ClientConfigError(f"{where}: hub must be an endpoint, or a list of endpoints")
     projects = data.get("projects", [])
     if isinstance(projects, str):
         projects = [projects]
@@ -90,7 +110,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> ClientCon
         raise ClientConfigError(f"{where}: projects must be a list of project names")
     token_file = data.get("token_file")
     return ClientConfig(
-        hub=data.get("hub", DEFAULT_HUB),
+        hub=hub,
         user=data.get("user"),
         token_file=_expand(token_file, path) if token_file else None,
         projects=tuple(projects),
@@ -149,7 +169,11 @@ def add_connection_options(parser: argparse.ArgumentParser, anonymous: bool = Tr
     """``--hub``, ``--user``, ``--anonymous`` (if ``anonymous``), ``--token-file``
     and ``--client-config``; :func:`resolve_connection` reads them."""
     parser.add_argument(
-        "--hub", metavar="ENDPOINT", help="the hub's PB endpoint (default tcp:127.0.0.1:8787)"
+        "--hub",
+        metavar="ENDPOINT",
+        action="append",
+        help="the hub's PB endpoint (default tcp:127.0.0.1:8787, or $BUILDNOTIFY_HUB); repeat it, or "
+        "separate with commas, to name every node of a hub: the client moves on when one fails",
     )
     parser.add_argument("--user", metavar="NAME", help="log in as this developer (needs a token)")
     if anonymous:
@@ -174,25 +198,39 @@ class Connection:
     """Where to connect and as whom, from the options and the client config."""
 
     config: ClientConfig
-    hub: str
+    hub: str  # one endpoint, or several comma separated (see hub_list)
     user: str | None = None  # None: anonymous
     token: str | None = None
     warning: str | None = None  # about the token file, for the user
 
 
 def resolve_connection(
-    args: argparse.Namespace, *, needs_user: str | None = None, no_token_hint: str = ""
+    args: argparse.Namespace,
+    *,
+    needs_user: str | None = None,
+    no_token_hint: str = "",
+    environ: Mapping[str, str] = os.environ,
 ) -> Connection:
     """Hub, user and token from the options of :func:`add_connection_options`
     and the client config. Raises :class:`ClientConfigError` with a message for
     the user: a hub that is not an endpoint (naming --hub or the config file);
     ``needs_user`` if there is no user and one is needed;
     ``no_token_hint`` ends the message when a user has no token."""
-    config = load_config(args.client_config)
-    hub = args.hub or config.hub
-    problem = mistake(hub, "--hub" if args.hub else f"hub in {config.path}", HUB_EXAMPLES, server=False)
-    if problem:
-        raise ClientConfigError(problem)
+    config = load_config(args.client_config, environ)
+    if args.hub:
+        hub, where = ",".join(args.hub), "--hub"
+    elif environ.get(HUB_VARIABLE, "").strip():
+        hub, where = environ[HUB_VARIABLE], HUB_VARIABLE
+    else:
+        hub, where = config.hub, f"hub in {config.path}"
+    endpoints = hub_list(hub)
+    if not endpoints:
+        raise ClientConfigError(f"{where}: no endpoint; e.g. {HUB_EXAMPLES}")
+    for endpoint in endpoints:
+        problem = mistake(endpoint, where, HUB_EXAMPLES, server=False)
+        if problem:
+            raise ClientConfigError(problem)
+    hub = ",".join(endpoints)
     user = None if getattr(args, "anonymous", False) else (args.user or config.user)
     if user is None:
         if needs_user is not None:
@@ -200,7 +238,7 @@ def resolve_connection(
         if args.token_file is not None:
             raise ClientConfigError("--token-file needs --user (or a user in the client config)")
         return Connection(config, hub)
-    token, warning = resolve_token(None, args.token_file, config)
+    token, warning = resolve_token(None, args.token_file, config, environ)
     if token is None:
         raise ClientConfigError(
             f"no token for {user}: give --token-file, set BUILDNOTIFY_TOKEN, or set token_file "

@@ -28,7 +28,8 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from buildnotify.client import Ending, NotConnected, Outcome, Phase, State, WatchClient
-from buildnotify.client.core import describe
+from buildnotify.client.core import RECONNECT_SPREAD, describe
+from buildnotify.client.settings import hub_list
 from buildnotify_tray.builds import Key, label
 from buildnotify_tray.model import Projects
 from buildnotify_tray.survey import SURVEY_TIMEOUT, find_hidden, recent_events, visible_projects
@@ -58,6 +59,7 @@ class TrayClient:
         token: str | None = None,
         projects: list[str] | None = None,
         retry_policy: Callable[[int], float] | None = None,
+        reconnect_spread: float = RECONNECT_SPREAD,
     ) -> None:
         self.send = send
         self.hub = hub
@@ -67,6 +69,7 @@ class TrayClient:
         self.projects: list[str] | None = list(projects) if projects else None
         self.reactor = reactor
         self.retry_policy = retry_policy
+        self.reconnect_spread = reconnect_spread
         self.client: WatchClient | None = None
         self._running: Deferred[Outcome] | None = None
         self._waiting: list[Deferred[None]] = []
@@ -145,6 +148,7 @@ class TrayClient:
                 since=since,
                 reactor=self.reactor,
                 retry_policy=self.retry_policy,
+                reconnect_spread=self.reconnect_spread,
             )
         except ValueError:  # anonymous, and every project asked for is hidden
             return Outcome(Ending.STOPPED, "nothing to watch: choose projects under Projects"), since
@@ -156,7 +160,7 @@ class TrayClient:
         and watch the others. False if that is not why it refused."""
         try:
             d = Deferred.fromCoroutine(
-                find_hidden(self.reactor, self.hub, self.user, self._token, self.projects)
+                find_hidden(self.reactor, self._endpoint(), self.user, self._token, self.projects)
             )
             asked, hidden, visible = await d.addTimeout(SURVEY_TIMEOUT, self.reactor)
         except Exception as e:
@@ -168,6 +172,10 @@ class TrayClient:
         self.send("on_hidden", hidden)
         self.send("on_projects", Projects(tuple(self.projects), tuple(visible)))
         return True
+
+    def _endpoint(self) -> str:
+        """The endpoint the watch last used (the hub may name several nodes)."""
+        return self.client.hub if self.client is not None else hub_list(self.hub)[0]
 
     def _crashed(self, failure: Failure) -> None:
         log.error("the tray's client crashed: %s", failure.getTraceback())

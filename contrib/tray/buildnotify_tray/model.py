@@ -208,6 +208,7 @@ class TrayModel:
     def on_state(self, state: State) -> None:
         self.phase = state.phase
         self.connection = state.message
+        self.hub = state.hub  # of a hub of several nodes: the one in use
         if state.phase == Phase.LIVE:
             self._was_live = True
             self.lost_at = None

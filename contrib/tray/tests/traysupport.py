@@ -25,7 +25,12 @@ class Tray:
         self.model = TrayModel(user=options.get("user"), hub=hub_address, clock=reactor)
         self.bridge = Bridge(self.model)
         self.client = TrayClient(
-            self.bridge.send, hub=hub_address, reactor=reactor, retry_policy=fast_retries(), **options
+            self.bridge.send,
+            hub=hub_address,
+            reactor=reactor,
+            retry_policy=fast_retries(),
+            reconnect_spread=0.05,
+            **options,
         )
         self.opened: list[str] = []
         self.view = TrayView(self.model, self.client, open_url=self.opened.append, ask_note=lambda _: note)
