@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from importlib import resources
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from buildnotify.store import locks
@@ -105,7 +106,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("buildnotify.migrations")))
     config.attributes["engine"] = engine
@@ -134,3 +135,34 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration this installation ships (read once: it cannot
+    change while the process runs)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def not_ready(conn: Connection) -> str | None:
+    """Why a hub on this database cannot store webhooks now (its schema is
+    not the one this code writes), or None when it can."""
+    from alembic.runtime.migration import MigrationContext
+
+    current = MigrationContext.configure(conn).get_current_revision()
+    head = head_revision()
+    if current == head:
+        return None
+    if current is None:
+        return f"the database has no schema yet (run: buildnotify-cli db upgrade; head is {head})"
+    return f"the database is at migration {current}, this hub needs {head} (run: buildnotify-cli db upgrade)"
+
+
+def describe(error: BaseException) -> str:
+    """One line for people on why a database operation failed (the driver's
+    reason, without SQLAlchemy's boilerplate or the URL)."""
+    if isinstance(error, exc.DBAPIError):
+        return _reason(error)
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
