@@ -116,15 +116,24 @@ def alembic_config(engine: Engine | None = None) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision``; a no-op when it is there already.
     On PostgreSQL under a lock: nodes that start together migrate once (the
-    others wait, then find the database at ``revision``)."""
-    if engine.dialect.name != "postgresql":
+    others wait, then find the database at ``revision``). Logs one line
+    when it changed the schema (Alembic's own steps only with ``serve -v``)."""
+
+    def migrate() -> None:
+        before = current_revision(engine)
         command.upgrade(alembic_config(engine), revision)
+        after = current_revision(engine)
+        if after != before:
+            log.info("database schema upgraded from %s to %s", before or "nothing", after)
+
+    if engine.dialect.name != "postgresql":
+        migrate()
         return
     with engine.connect() as conn:
         key = locks.key(locks.schema(conn), locks.MIGRATIONS)
         conn.execute(text("select pg_advisory_lock(:key)"), {"key": key})
         try:
-            command.upgrade(alembic_config(engine), revision)
+            migrate()
         finally:
             conn.execute(text("select pg_advisory_unlock(:key)"), {"key": key})
             conn.commit()
