@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Post one build event to the hub's generic endpoint (/hooks/generic) and say "
         "what it answered. The hub's URL and token are read from the hub's config, like serve "
         f"(--config, else {configuration.default_config_path()}, else BUILDNOTIFY_HTTP and "
-        f"BUILDNOTIFY_GENERIC_TOKENS), unless given with --url/--token or {URL_VARIABLE}/"
+        f"BUILDNOTIFY_GENERIC_TOKENS), unless given with --hub-url/--token or {URL_VARIABLE}/"
         f"{TOKEN_VARIABLE}. With --curl it prints the same request as a curl command instead: "
         "that command contains the token in plain text, so that it works where you paste it; "
         "treat it like the token.",
