@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 5  # the database cannot be reached (the client commands' 5: the hub)
+#: loggers whose INFO lines (factories starting and stopping, migration
+#: steps) ``serve`` shows only with -v
+QUIET_UNLESS_VERBOSE = ("twisted", "alembic")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--pb", metavar="ENDPOINT", help=f"PB listener for clients (default {configuration.DEFAULT_PB})"
     )
-    serve.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    loudness = serve.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also log Twisted's listener and factory lines and Alembic's migration steps",
+    )
     serve.set_defaults(run=_serve)
 
     history = sub.add_parser("history", help="list stored build events, newest first")
@@ -99,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     from buildnotify.client.commands import add_parser as _commands_parser  # status, claim, ack, mute ...
 
     _commands_parser(sub)
+    from buildnotify.send import add_parser as _send_parser  # one event to /hooks/generic
+
+    _send_parser(sub)
     return parser
 
 
@@ -275,6 +288,9 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+    if not args.verbose:  # their start-up chatter; warnings and errors still show
+        for chatty in QUIET_UNLESS_VERBOSE:
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
     logging.getLogger("buildnotify").info(
         "node %s; config %s", config.node, config.path or "from the environment only"
@@ -282,7 +298,15 @@ def _serve(args: argparse.Namespace) -> int:
     exit_code = [0]
 
     def started(hub: Hub) -> None:
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(hub.stop()))
+        def stop() -> Deferred:
+            logging.getLogger("buildnotify").info("stopping: node %s", config.node)
+            return Deferred.fromCoroutine(hub.stop())
+
+        reactor.addSystemEventTrigger("before", "shutdown", stop)
+        if not args.quiet:
+            from buildnotify.firststeps import next_steps
+
+            print(next_steps(config, hub.http_url, hub.pb_address, bool(args.http)), flush=True)
 
     def failed(failure: object) -> None:
         print(f"buildnotify-cli: could not start the hub: {failure.getErrorMessage()}", file=sys.stderr)  # type: ignore[attr-defined]

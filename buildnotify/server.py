@@ -19,6 +19,7 @@ from buildnotify.endpoints import proxied
 from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
 from buildnotify.ingest.providers import PROVIDERS
+from buildnotify.metrics import Metrics
 from buildnotify.site import make_site
 from buildnotify.store import Store, database, retention
 
@@ -37,8 +38,10 @@ class Hub:
         service: PBService,
         http_port: IListeningPort,
         pb_port: IListeningPort,
+        metrics: Metrics,
     ) -> None:
         self.config = config
+        self.metrics = metrics  # what GET /metrics shows; the relays count here too
         self.store = store
         self.bus = bus
         self.service = service
@@ -63,10 +66,15 @@ class Hub:
                 log.warning("%s: no secret configured; accepting unauthenticated webhooks", name)
         node = config.node
         store = Store.open(config.database, reactor, name=f"buildnotify {node}")
-        bus: Bus = PostgresBus(store, node) if store.shared else LocalBus(store, node)
+        metrics = Metrics()  # one registry per hub: tests run several in one process
+        bus: Bus = (
+            PostgresBus(store, node, metrics=metrics) if store.shared else LocalBus(store, node, metrics)
+        )
         store.on_commit = bus.committed
-        service = PBService(store, bus, config.session, reactor, clock)
-        site = make_site(PROVIDERS, config.providers, store.record, config.max_body, store=store)
+        service = PBService(store, bus, config.session, reactor, clock, metrics)
+        site = make_site(
+            PROVIDERS, config.providers, store.record, config.max_body, store=store, metrics=metrics
+        )
         ports: list[IListeningPort] = []
         try:
             await bus.start()
@@ -81,7 +89,7 @@ class Hub:
                 await port.stopListening()
             await store.stop()
             raise
-        hub = cls(config, store, bus, service, http_port=ports[1], pb_port=ports[0])
+        hub = cls(config, store, bus, service, http_port=ports[1], pb_port=ports[0], metrics=metrics)
         log.info(
             "webhooks on %s/hooks/<provider>; database %s",
             hub.http_url,

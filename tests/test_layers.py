@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "buildnotify"
 
 #: the modules below every part: they import only each other
-FOUNDATION = {"events", "delivery", "alerts", "protocol", "logtext"}
+FOUNDATION = {"events", "delivery", "alerts", "protocol", "logtext", "metrics"}
 
 #: part -> the parts it must not import
 FORBIDDEN = {

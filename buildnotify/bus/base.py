@@ -13,7 +13,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from buildnotify.alerts import Alert
-from buildnotify.events import BuildEvent
+from buildnotify.events import BuildEvent, utcnow
+from buildnotify.metrics import Metrics
 from buildnotify.store.batch import Recorded
 
 log = logging.getLogger("buildnotify.bus")
@@ -44,8 +45,9 @@ class Bus:
     watcher that subscribes now has "seen" the stream up to it.
     """
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, metrics: Metrics | None = None) -> None:
         self.node = node
+        self.metrics = metrics or Metrics()
         self.head = 0
         self._event_listeners: list[EventListener] = []
         self._consumers: dict[str, list[MessageConsumer]] = {}
@@ -85,11 +87,20 @@ class Bus:
         if not events:
             return
         self.head = max(self.head, events[-1].id)
+        self._observe_lag(events)
         for listener in list(self._event_listeners):
             try:
                 listener(events, alerts)
             except Exception:
                 log.exception("event listener %r failed", listener)
+
+    def _observe_lag(self, events: Sequence[BuildEvent]) -> None:
+        """Seconds from each event's receipt (on whichever node) to now, its
+        dispatch here: what NOTIFY, the read and a busy reactor add up to."""
+        now = utcnow()
+        for event in events:
+            if event.received_at is not None:
+                self.metrics.bus_lag.observe(max(0.0, (now - event.received_at).total_seconds()))
 
     def _dispatch(self, message: Message) -> None:
         for consumer in list(self._consumers.get(message.kind, ())):

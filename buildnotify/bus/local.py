@@ -9,13 +9,14 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from buildnotify.bus.base import Bus, Message, encode
+from buildnotify.metrics import Metrics
 from buildnotify.store import Store, queries
 from buildnotify.store.batch import Recorded
 
 
 class LocalBus(Bus):
-    def __init__(self, store: Store, node: str = "local") -> None:
-        super().__init__(node)
+    def __init__(self, store: Store, node: str = "local", metrics: Metrics | None = None) -> None:
+        super().__init__(node, metrics)
         self.store = store
         self._last_message = 0
 

@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from buildnotify.alerts import Alert
 from buildnotify.bus.base import Bus, Message, encode
 from buildnotify.events import BuildEvent
+from buildnotify.metrics import Metrics
 from buildnotify.store import Store, queries, stream
 from buildnotify.store.batch import Recorded
 
@@ -39,8 +40,10 @@ PAGE = 1000
 
 
 class PostgresBus(Bus):
-    def __init__(self, store: Store, node: str, poll: float = 2.0, clock: Any = None) -> None:
-        super().__init__(node)
+    def __init__(
+        self, store: Store, node: str, poll: float = 2.0, clock: Any = None, metrics: Metrics | None = None
+    ) -> None:
+        super().__init__(node, metrics)
         if store.stream is None:
             raise ValueError("PostgresBus needs a shared store (Store(..., shared=True))")
         self.store = store

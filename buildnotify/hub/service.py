@@ -44,12 +44,15 @@ from buildnotify.hub.sessions import (
 )
 from buildnotify.hub.settings import PBSettings
 from buildnotify.hub.wire import OneWayCall
+from buildnotify.metrics import Metrics
 from buildnotify.protocol import LoginFailed
 from buildnotify.store import Store, accounts, personal, presence
 from buildnotify.store.accounts import AccessChange
 from buildnotify.store.schema import claims
 
 log = logging.getLogger("buildnotify.pb")
+#: the kinds of session (Session.kind), each reported even when none is attached
+SESSION_KINDS = (ClientlessSession.kind, AnonymousSession.kind, DeveloperSession.kind)
 #: seconds a login elsewhere waits beyond the ping timeout for the node
 #: holding the client to answer (it pings first, then sends through the bus)
 PROBE_SLACK = 2.0
@@ -78,7 +81,7 @@ class DeveloperPerspective:
             if settings.login_policy == "refuse-new":
                 if await old.ping(settings.ping_timeout):
                     raise self._refused()
-                service.drop(old, "did not answer a ping; a new login took its place")
+                service.evict(old, "unresponsive", "did not answer a ping; a new login took its place")
             else:
                 self.replace(old)
         if service.shared and settings.login_policy == "refuse-new":
@@ -117,6 +120,7 @@ class DeveloperPerspective:
         if self.client is old:
             self.client = None  # it lingers for the grace period, but alerts go to the new one
         old.goodbye("signed in elsewhere")
+        self.service.metrics.evictions.labels(reason="replaced").inc()
         self.service.later(self.service.settings.grace, self.service.drop, old, "replaced by a newer session")
 
     def alert(self, alert: Alert) -> None:
@@ -170,11 +174,22 @@ class Realm:
 
 
 class PBService:
-    def __init__(self, store: Store, bus: Bus, settings: PBSettings, reactor: Any, clock: Any = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        settings: PBSettings,
+        reactor: Any,
+        clock: Any = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         """``clock`` (default: the reactor) runs every timeout, grace period,
         heartbeat and throttle window: tests pass a ``task.Clock``. Every
-        state change pushed to clients comes from ``bus``."""
+        state change pushed to clients comes from ``bus``. ``metrics``
+        counts deliveries and evictions and is told the attached sessions."""
         self.store = store
+        self.metrics = metrics or Metrics()
+        self.metrics.count_sessions(self.session_counts)
         self.bus = bus
         self.shared = store.shared  # several nodes may share the database
         self.settings = settings
@@ -248,6 +263,7 @@ class PBService:
         for event in events:
             room = self.rooms.get(event.project)
             if room is not None and (room.observers or room.claims):
+                self.metrics.deliveries.inc(len(room.observers))
                 room.publish(event, OneWayCall("event", event.to_dict()) if room.observers else None)
         for alert in alerts:
             perspective = self.developers.get(alert.developer)
@@ -306,7 +322,7 @@ class PBService:
 
         def answer(alive: bool) -> None:
             if not alive:
-                self.drop(client, "did not answer a ping; a new login took its place")
+                self.evict(client, "unresponsive", "did not answer a ping; a new login took its place")
             self.bus.publish("present", {"probe": message.body["probe"], "alive": alive}).addErrback(
                 lambda f: log.warning("could not answer a login elsewhere: %s", f.getErrorMessage())
             )
@@ -379,6 +395,13 @@ class PBService:
     def sessions(self) -> list[Session]:
         """Every session of every connection (for tests, metrics and shutdown)."""
         return [session for connection in self.connections for session in connection.sessions]
+
+    def session_counts(self) -> dict[str, int]:
+        """Attached sessions by kind (every kind, zero too), for the metrics."""
+        counts = dict.fromkeys(SESSION_KINDS, 0)
+        for session in self.sessions:
+            counts[session.kind] = counts.get(session.kind, 0) + 1
+        return counts
 
     def connected(self, connection: HubConnection) -> None:
         self.connections.add(connection)
@@ -458,11 +481,18 @@ class PBService:
         if not session.connection.sessions:
             session.connection.abort()
 
+    def evict(self, session: Session, kind: str, reason: str) -> None:
+        """:meth:`drop`, counted as an eviction of ``kind`` (metrics.EVICTIONS)."""
+        if session.ended is None:
+            self.metrics.evictions.labels(reason=kind).inc()
+        self.drop(session, reason)
+
     def too_slow(self, connection: HubConnection) -> None:
         """A client stopped reading: drop its sessions, put goodbye("too
         slow") behind what its socket already holds, and close our side; if
         it never reads even that, abort after the grace period."""
         observers = [s for s in connection.sessions if isinstance(s, ObserverSession)]
+        self.metrics.evictions.labels(reason="too_slow").inc(len(connection.sessions))
         self._end_all(connection, "too slow")
         goodbye = OneWayCall("goodbye", "too slow")
         connection.close_after([goodbye.for_object(session.mind.luid) for session in observers])
@@ -479,6 +509,7 @@ class PBService:
         connection.pinging = False
         if alive or connection not in self.connections:
             return
+        self.metrics.evictions.labels(reason="no_heartbeat").inc(len(connection.sessions))
         self._end_all(connection, "no heartbeat")
         connection.abort()
 

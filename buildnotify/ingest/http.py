@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from io import BytesIO
@@ -27,6 +28,7 @@ from buildnotify.events import BuildEvent, utcnow
 from buildnotify.ingest.base import HookError, HookRequest, Ignored, Provider, ProviderConfig
 from buildnotify.ingest.clean import clean
 from buildnotify.logtext import printable
+from buildnotify.metrics import Metrics
 
 log = logging.getLogger("buildnotify.ingest")
 
@@ -70,18 +72,37 @@ class HookResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, name: str, parse: Provider, config: ProviderConfig, record: Record) -> None:
+    def __init__(
+        self,
+        name: str,
+        parse: Provider,
+        config: ProviderConfig,
+        record: Record,
+        metrics: Metrics | None = None,
+    ) -> None:
         super().__init__()
         self.name = name
         self.parse = parse
         self.config = config
         self.record = record
+        self.metrics = metrics or Metrics()
 
     def render(self, request: server.Request) -> bytes | int:
+        request.received = time.perf_counter()  # type: ignore[attr-defined]
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST")
-            return json_answer(request, 405, {"error": "webhooks are POSTed"})
+            return self._answer(request, 405, {"error": "webhooks are POSTed"}, "not_post")
         return self.render_POST(request)
+
+    def _answer(self, request: server.Request, code: int, payload: Mapping[str, Any], reason: str) -> bytes:
+        """The JSON answer, counted by its class (``reason``) and timed from
+        the request's arrival."""
+        result = "accepted" if code < 300 else "rejected"
+        self.metrics.webhooks.labels(provider=self.name, result=result, reason=reason).inc()
+        received = getattr(request, "received", None)
+        if received is not None:
+            self.metrics.ingest_seconds.labels(provider=self.name).observe(time.perf_counter() - received)
+        return json_answer(request, code, payload)
 
     def render_POST(self, request: server.Request) -> bytes | int:
         hook = HookRequest(
@@ -100,10 +121,10 @@ class HookResource(resource.Resource):
             delivery = clean(self.parse(hook, self.config))
         except Ignored as e:
             log.info("ignored %s from %s: %s", self.name, client(request), printable(e.reason))
-            return json_answer(request, 202, {"ignored": e.reason})
+            return self._answer(request, 202, {"ignored": e.reason}, "ignored")
         except HookError as e:
             log.info("rejected %s from %s: %d %s", self.name, client(request), e.code, printable(e.message))
-            return json_answer(request, e.code, {"error": e.message})
+            return self._answer(request, e.code, {"error": e.message}, rejection(e.code))
         except Exception as e:
             # A parser bug: one line saying where, not a traceback per request.
             log.error(
@@ -112,7 +133,8 @@ class HookResource(resource.Resource):
                 client(request),
                 printable(_where(e)),
             )
-            return json_answer(request, 400, {"error": f"could not read this {self.name} payload"})
+            body = {"error": f"could not read this {self.name} payload"}
+            return self._answer(request, 400, body, "bad_request")
 
         finished = request.notifyFinish()
         finished.addErrback(lambda _: None)  # the CI system hung up; the event is stored anyway
@@ -145,7 +167,8 @@ class HookResource(resource.Resource):
             "duplicate": recorded.duplicate,
             "stale": recorded.stale,
         }
-        self._finish(request, json_answer(request, 200, body))
+        self.metrics.events_stored.labels(provider=self.name).inc(len(recorded.events))
+        self._finish(request, self._answer(request, 200, body, outcome))
 
     def _failed(self, failure: Failure, request: server.Request) -> None:
         if refused_value(failure.value):
@@ -156,19 +179,27 @@ class HookResource(resource.Resource):
                 printable(_where(failure.value)),
             )
             body = {"error": "the event store refused a value of this delivery"}
-            self._finish(request, json_answer(request, 400, body))
+            self._finish(request, self._answer(request, 400, body, "bad_request"))
             return
         log.error("store failed for %s: %s", self.name, failure.getErrorMessage(), exc_info=failure.value)
         # Not the sender's fault and nothing was committed: 503 asks the CI to retry.
-        self._finish(
-            request, json_answer(request, 503, {"error": "the event store is unavailable; retry later"})
-        )
+        body = {"error": "the event store is unavailable; retry later"}
+        self._finish(request, self._answer(request, 503, body, "unavailable"))
 
     @staticmethod
     def _finish(request: server.Request, body: bytes) -> None:
         if not request._disconnected:
             request.write(body)
             request.finish()
+
+
+#: a rejection's label in the metrics, by its status code
+_REJECTIONS = {401: "bad_signature", 413: "too_large", 415: "unsupported_media"}
+
+
+def rejection(code: int) -> str:
+    """The metrics' name for a rejection with status ``code``."""
+    return _REJECTIONS.get(code, "bad_request")
 
 
 def refused_value(error: BaseException) -> bool:
@@ -194,11 +225,15 @@ class HooksResource(resource.Resource):
     """``/hooks/``: one child per provider."""
 
     def __init__(
-        self, providers: Mapping[str, Provider], configs: Mapping[str, ProviderConfig], record: Record
+        self,
+        providers: Mapping[str, Provider],
+        configs: Mapping[str, ProviderConfig],
+        record: Record,
+        metrics: Metrics | None = None,
     ):
         super().__init__()
         self.hooks = {
-            name.encode(): HookResource(name, parse, configs.get(name, ProviderConfig()), record)
+            name.encode(): HookResource(name, parse, configs.get(name, ProviderConfig()), record, metrics)
             for name, parse in providers.items()
         }
 
@@ -261,6 +296,7 @@ class LimitedRequest(server.Request):
         limit = self.channel.site.max_body
         size = f"{length} bytes" if length is not None else "more bytes"
         log.info("rejected from %s: 413 body of %s over the %d-byte limit", client(self), size, limit)
+        self._count_too_large()
         body = json.dumps({"error": f"request body over the {limit}-byte limit"}).encode() + b"\n"
         transport = self.channel.transport
         transport.write(
@@ -268,3 +304,15 @@ class LimitedRequest(server.Request):
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
         )
         transport.loseConnection()
+
+    def _count_too_large(self) -> None:
+        """Counted against the provider its path names, if the site knows it
+        (any other path is "other": labels stay few whatever is sent)."""
+        site = self.channel.site
+        metrics: Metrics | None = getattr(site, "metrics", None)
+        if metrics is None:
+            return
+        path = getattr(self.channel, "_path", b"").split(b"?")[0].split(b"/")
+        name = path[2].decode("latin-1") if len(path) > 2 and path[1] == b"hooks" else ""
+        provider = name if name in getattr(site, "providers", ()) else "other"
+        metrics.webhooks.labels(provider=provider, result="rejected", reason="too_large").inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from importlib import resources
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from buildnotify.store import locks
@@ -105,7 +106,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("buildnotify.migrations")))
     config.attributes["engine"] = engine
@@ -115,15 +116,24 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision``; a no-op when it is there already.
     On PostgreSQL under a lock: nodes that start together migrate once (the
-    others wait, then find the database at ``revision``)."""
-    if engine.dialect.name != "postgresql":
+    others wait, then find the database at ``revision``). Logs one line
+    when it changed the schema (Alembic's own steps only with ``serve -v``)."""
+
+    def migrate() -> None:
+        before = current_revision(engine)
         command.upgrade(alembic_config(engine), revision)
+        after = current_revision(engine)
+        if after != before:
+            log.info("database schema upgraded from %s to %s", before or "nothing", after)
+
+    if engine.dialect.name != "postgresql":
+        migrate()
         return
     with engine.connect() as conn:
         key = locks.key(locks.schema(conn), locks.MIGRATIONS)
         conn.execute(text("select pg_advisory_lock(:key)"), {"key": key})
         try:
-            command.upgrade(alembic_config(engine), revision)
+            migrate()
         finally:
             conn.execute(text("select pg_advisory_unlock(:key)"), {"key": key})
             conn.commit()
@@ -134,3 +144,34 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration this installation ships (read once: it cannot
+    change while the process runs)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def not_ready(conn: Connection) -> str | None:
+    """Why a hub on this database cannot store webhooks now (its schema is
+    not the one this code writes), or None when it can."""
+    from alembic.runtime.migration import MigrationContext
+
+    current = MigrationContext.configure(conn).get_current_revision()
+    head = head_revision()
+    if current == head:
+        return None
+    if current is None:
+        return f"the database has no schema yet (run: buildnotify-cli db upgrade; head is {head})"
+    return f"the database is at migration {current}, this hub needs {head} (run: buildnotify-cli db upgrade)"
+
+
+def describe(error: BaseException) -> str:
+    """One line for people on why a database operation failed (the driver's
+    reason, without SQLAlchemy's boilerplate or the URL)."""
+    if isinstance(error, exc.DBAPIError):
+        return _reason(error)
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
