@@ -4,7 +4,7 @@ transitions and alerts.
 Runs on the writer thread only. A batch of deliveries costs a few statements
 whatever its size: lookups take the whole batch at once and the rows go in
 with one ``executemany`` per table (the statements: :mod:`~buildnotify.store.sql`;
-which update wins: :mod:`~buildnotify.store.ordering`; who is alerted:
+which update wins: :mod:`~buildnotify.events`; who is alerted:
 :mod:`~buildnotify.alerts`).
 
 What the writer knows of committed runs and branches can be kept across
