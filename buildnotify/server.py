@@ -19,6 +19,7 @@ from buildnotify.endpoints import proxied
 from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
 from buildnotify.ingest.providers import PROVIDERS
+from buildnotify.relays import RelayService
 from buildnotify.site import make_site
 from buildnotify.store import Store, database, retention
 
@@ -37,8 +38,10 @@ class Hub:
         service: PBService,
         http_port: IListeningPort,
         pb_port: IListeningPort,
+        relays: RelayService | None = None,
     ) -> None:
         self.config = config
+        self.relays = relays
         self.store = store
         self.bus = bus
         self.service = service
@@ -67,21 +70,26 @@ class Hub:
         store.on_commit = bus.committed
         service = PBService(store, bus, config.session, reactor, clock)
         site = make_site(PROVIDERS, config.providers, store.record, config.max_body, store=store)
+        relays = RelayService.from_tables(store, config.relays, config.escalation, node, reactor, clock)
         ports: list[IListeningPort] = []
         try:
             await bus.start()
             await service.start()
+            relays.start()
+            if relays.relays:
+                bus.subscribe_events(relays.sender.wake)  # a commit may have enqueued messages
             guard = service.factory(proxied=proxied(config.pb))
             ports.append(await serverFromString(reactor, config.pb).listen(guard))
             ports.append(await serverFromString(reactor, config.http).listen(site))
         except Exception:
+            await relays.stop()
             service.stop()
             bus.stop()
             for port in ports:
                 await port.stopListening()
             await store.stop()
             raise
-        hub = cls(config, store, bus, service, http_port=ports[1], pb_port=ports[0])
+        hub = cls(config, store, bus, service, http_port=ports[1], pb_port=ports[0], relays=relays)
         log.info(
             "webhooks on %s/hooks/<provider>; database %s",
             hub.http_url,
@@ -107,6 +115,8 @@ class Hub:
             self._pruning.stop()
         for port in (self.http_port, self.pb_port):
             await maybeDeferred(port.stopListening)  # None if it was stopped already
+        if self.relays is not None:
+            await self.relays.stop()  # lets a pass under way record its outcomes first
         self.service.stop()
         self.bus.stop()
         await self.store.stop()
