@@ -548,8 +548,13 @@ def _users_remove(args: argparse.Namespace) -> int:
 def _users_escalate(args: argparse.Namespace) -> int:
     from buildnotify.relays import escalation
 
-    if args.relay and args.relay not in _resolve(args).relays:
-        print(f"buildnotify-cli: no relay named {args.relay!r} in the hub's config", file=sys.stderr)
+    configured = _resolve(args).relays
+    if args.relay and configured and args.relay not in configured:  # no relays here: another host's config
+        print(
+            f"buildnotify-cli: no relay named {args.relay!r} in the hub's config "
+            f"(there are: {', '.join(sorted(configured))})",
+            file=sys.stderr,
+        )
         return 1
 
     def work(conn: Connection) -> int:
