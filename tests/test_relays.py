@@ -17,7 +17,7 @@ from twisted.trial import unittest
 
 from buildnotify import cli
 from buildnotify.config import HubConfig, parse
-from buildnotify.events import utcnow
+from buildnotify.events import Status, utcnow
 from buildnotify.hub.settings import PBSettings
 from buildnotify.relays import outbox
 from buildnotify.relays.outcome import BACKOFF_BASE, backoff, retry_after
@@ -368,3 +368,40 @@ class ReceiverTestsDoNotLeak(unittest.TestCase):
 
 
 del Deferred, timedelta
+
+
+class OutboxHookTests:
+    """The store's after_record hooks run in the transaction that stores events."""
+
+    backend = "sqlite"
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        from buildnotify.store import Store
+
+        self.store = Store.open(database_url(self, self.backend), reactor)
+        self.addCleanup(self.store.stop)
+
+    async def test_a_message_commits_with_its_event_or_not_at_all(self) -> None:
+        from tests.test_store import T0, build, delivery
+
+        def enqueue(conn: Any, stored: Any) -> None:
+            outbox.enqueue(conn, [{"relay": "r", "event_id": e.id, "body": "{}"} for e in stored], T0)
+
+        self.store.after_record.append(enqueue)
+        recorded = await self.store.record(delivery(build(1, Status.FAILURE)))
+        rows = await self.store.read(outbox.every)
+        self.assertEqual([r["event_id"] for r in rows], [recorded.events[0].id])
+
+        def broken(conn: Any, stored: Any) -> None:
+            raise RuntimeError("the hook failed")
+
+        self.store.after_record.append(broken)
+        with self.assertRaises(RuntimeError):
+            await self.store.record(delivery(build(2, Status.FAILURE)))
+        self.assertEqual(len(await self.store.read(outbox.every)), 1)
+        self.assertEqual(len(await self.store.history(after_id=0)), 1)  # nor the event
+
+
+per_backend(OutboxHookTests, globals())
