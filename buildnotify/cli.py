@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         "the whole configuration (for containers).",
         epilog="environment (each overrides its key in the config file; an option overrides both): "
         + ", ".join(configuration.ENVIRONMENT)
-        + ". Tokens are given as name=token,name2=token2.",
+        + ". Tokens are given as name=token,name2=token2. Relays: "
+        + ", ".join(configuration.RELAY_ENVIRONMENT)
+        + " (docs/relays.md).",
     )
     _config_options(serve, env_only=True)
     serve.add_argument(
