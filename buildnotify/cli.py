@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         "the whole configuration (for containers).",
         epilog="environment (each overrides its key in the config file; an option overrides both): "
         + ", ".join(configuration.ENVIRONMENT)
-        + ". Tokens are given as name=token,name2=token2.",
+        + ". Tokens are given as name=token,name2=token2. Relays: "
+        + ", ".join(configuration.RELAY_ENVIRONMENT)
+        + " (docs/relays.md).",
     )
     _config_options(serve, env_only=True)
     serve.add_argument(
@@ -103,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _users_parser(sub)
     _projects_parser(sub)
+    _relays_parser(sub)
     from buildnotify.client.watch import add_parser as _watch_parser  # the client's front end
 
     _watch_parser(sub)
@@ -171,6 +174,20 @@ def _users_parser(sub: argparse._SubParsersAction) -> None:
     remove.add_argument("name", metavar="NAME", help="an existing developer")
     _config_options(remove)
     remove.set_defaults(run=_users_remove)
+
+    escalate = users_sub.add_parser(
+        "escalate",
+        help="send a developer's unseen personal alerts through a relay",
+        description="A personal alert that no client of NAME received within [escalation] after "
+        'seconds is sent once through RELAY (an smtp relay with to = "author" mails NAME\'s own '
+        "address). --off stops it.",
+    )
+    escalate.add_argument("name", metavar="NAME", help="an existing developer")
+    target = escalate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--relay", metavar="RELAY", help="a relay of the hub's config ([relays.RELAY])")
+    target.add_argument("--off", action="store_true", help="never escalate NAME's alerts")
+    _config_options(escalate)
+    escalate.set_defaults(run=_users_escalate)
     users.set_defaults(run=lambda _: (users.print_help(), EXIT_USAGE)[1])
 
 
@@ -225,6 +242,27 @@ def _projects_parser(sub: argparse._SubParsersAction) -> None:
         _config_options(parser)
         parser.set_defaults(run=run)
     projects.set_defaults(run=lambda _: (projects.print_help(), EXIT_USAGE)[1])
+
+
+def _relays_parser(sub: argparse._SubParsersAction) -> None:
+    relays = sub.add_parser(
+        "relays",
+        help="the relays' outbox: what was sent, what waits, what is dead",
+        description="Relays send selected build events (and escalated alerts) to chat webhooks, "
+        "signed JSON receivers and mail; see docs/relays.md.",
+    )
+    relays_sub = relays.add_subparsers(title="relays commands", metavar="RELAYSCOMMAND")
+    status = relays_sub.add_parser(
+        "status", help="pending, sent and dead messages per relay; the dead ones with their last error"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    _config_options(status)
+    status.set_defaults(run=_relays_status)
+    retry = relays_sub.add_parser("retry", help="send a dead message again, now")
+    retry.add_argument("id", metavar="ID", type=int, help="the message's id (relays status lists them)")
+    _config_options(retry)
+    retry.set_defaults(run=_relays_retry)
+    relays.set_defaults(run=lambda _: (relays.print_help(), EXIT_USAGE)[1])
 
 
 def _config_options(parser: argparse.ArgumentParser, env_only: bool = False) -> None:
@@ -282,6 +320,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.pb:
         config = config.replace(pb=args.pb)
     _check_listeners(args, config)
+    _check_relays(config)
     _open(config).dispose()
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -339,6 +378,18 @@ def _check_listeners(args: argparse.Namespace, config: HubConfig) -> None:
         problem = mistake(getattr(config, key), where, example, server=True)
         if problem:
             raise ConfigError(problem)
+
+
+def _check_relays(config: HubConfig) -> None:
+    """A relay or escalation setting that cannot work stops ``serve`` before anything starts."""
+    from buildnotify.relays import settings
+
+    where = str(config.path or "config")
+    try:
+        settings.parse_relays(config.relays, where)
+        settings.parse_escalation(config.escalation, f"{where} [escalation]")
+    except settings.RelaySettingsError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -515,6 +566,71 @@ def _users_remove(args: argparse.Namespace) -> int:
     def work(conn: Connection) -> int:
         accounts.remove_developer(conn, args.name)
         print(f"removed developer {args.name}")
+        return 0
+
+    return _accounts(args, work)
+
+
+def _users_escalate(args: argparse.Namespace) -> int:
+    from buildnotify.relays import escalation
+
+    configured = _resolve(args).relays
+    if args.relay and configured and args.relay not in configured:  # no relays here: another host's config
+        print(
+            f"buildnotify-cli: no relay named {args.relay!r} in the hub's config "
+            f"(there are: {', '.join(sorted(configured))})",
+            file=sys.stderr,
+        )
+        return 1
+
+    def work(conn: Connection) -> int:
+        escalation.set_relay(conn, args.name, None if args.off else args.relay)
+        if args.off:
+            print(f"{args.name}'s alerts are not escalated")
+        else:
+            print(f"{args.name}'s alerts unseen by any client of theirs go out through {args.relay}")
+        return 0
+
+    return _accounts(args, work)
+
+
+def _relays_status(args: argparse.Namespace) -> int:
+    from buildnotify.relays import outbox
+
+    names = list(_resolve(args).relays)
+
+    def work(conn: Connection) -> int:
+        counts = outbox.counts(conn)
+        for name in names:
+            counts.setdefault(name, {outbox.PENDING: 0, outbox.SENT: 0, outbox.DEAD: 0})
+        dead = outbox.dead(conn)
+        if args.json:
+            listing = [m | {"created_at": m["created_at"].isoformat()} for m in dead]
+            print(json.dumps({"relays": dict(sorted(counts.items())), "dead": listing}))
+            return 0
+        if not counts:
+            print("no relays configured and no messages")
+            return 0
+        rows = [(name, *(str(c[state]) for state in outbox.STATES)) for name, c in sorted(counts.items())]
+        _table(("RELAY", "PENDING", "SENT", "DEAD"), rows)
+        if dead:
+            print()
+            rows = [(str(m["id"]), m["relay"], str(m["attempts"]), m["last_error"] or "") for m in dead]
+            _table(("DEAD ID", "RELAY", "ATTEMPTS", "LAST ERROR"), rows)
+        return 0
+
+    return _accounts(args, work, writes=False)
+
+
+def _relays_retry(args: argparse.Namespace) -> int:
+    from buildnotify.events import utcnow
+    from buildnotify.relays import outbox
+
+    def work(conn: Connection) -> int:
+        if not outbox.retry(conn, args.id, utcnow()):
+            print(f"buildnotify-cli: no dead relay message {args.id}", file=sys.stderr)
+            return 1
+        print(f"relay message {args.id} is pending again: a hub sends it within seconds")
         return 0
 
     return _accounts(args, work)

@@ -33,6 +33,14 @@ ENV_DATABASE = "BUILDNOTIFY_DATABASE"
 ENV_NODE = "BUILDNOTIFY_NODE"
 ENV_HTTP = "BUILDNOTIFY_HTTP"
 ENV_PB = "BUILDNOTIFY_PB"
+#: a relay's URL, webhook secret and SMTP password from the environment
+#: (<NAME>: the relay's name upper-cased, other characters as _); not in
+#: ENVIRONMENT, as their names depend on the relays configured
+RELAY_ENVIRONMENT = (
+    "BUILDNOTIFY_RELAY_<NAME>_URL",
+    "BUILDNOTIFY_RELAY_<NAME>_SECRET",
+    "BUILDNOTIFY_RELAY_<NAME>_PASSWORD",
+)
 ENVIRONMENT = (
     ENV_DATABASE,
     ENV_NODE,
@@ -75,6 +83,10 @@ class HubConfig:
         default_factory=lambda: {name: ProviderConfig() for name in PROVIDERS}
     )
     session: PBSettings = PBSettings()
+    #: ``[relays.<name>]`` tables as written, the environment's URLs, secrets
+    #: and passwords applied; buildnotify.relays reads them
+    relays: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    escalation: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the [escalation] table
     path: Path | None = None
 
     def replace(self, **changes: Any) -> HubConfig:
@@ -95,10 +107,11 @@ def parse(
     data: Mapping[str, Any], environ: Mapping[str, str] = os.environ, path: Path | None = None
 ) -> HubConfig:
     where = str(path) if path else "config"
-    unknown = set(data) - {"hub", "pb", *PROVIDERS}
+    unknown = set(data) - {"hub", "pb", "relays", "escalation", *PROVIDERS}
     if unknown:
         raise ConfigError(
-            f"{where}: unknown section(s) {sorted(unknown)}; expected hub, pb or {list(PROVIDERS)}"
+            f"{where}: unknown section(s) {sorted(unknown)}; expected hub, pb, relays, escalation "
+            f"or {list(PROVIDERS)}"
         )
     hub = _table(data, "hub", where)
     _only(hub, {"http", "pb", "database", "max_body", "node"}, f"{where} [hub]")
@@ -118,8 +131,25 @@ def parse(
         node=node.strip(),
         providers=providers,
         session=_pb_settings(_table(data, "pb", where), f"{where} [pb]"),
+        relays=_relays(_table(data, "relays", where), environ, where),
+        escalation=_table(data, "escalation", where),
         path=path,
     )
+
+
+def _relays(
+    tables: Mapping[str, Any], environ: Mapping[str, str], where: str
+) -> dict[str, Mapping[str, Any]]:
+    """Each relay's table with BUILDNOTIFY_RELAY_<NAME>_URL, _SECRET and
+    _PASSWORD applied (the settings themselves are checked by buildnotify.relays)."""
+    relays = {}
+    for name, table in tables.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: [relays.{name}] must be a table")
+        prefix = "BUILDNOTIFY_RELAY_" + "".join(c if c.isalnum() else "_" for c in name.upper())
+        overrides = {key: environ.get(f"{prefix}_{key.upper()}") for key in ("url", "secret", "password")}
+        relays[name] = dict(table) | {key: value for key, value in overrides.items() if value}
+    return relays
 
 
 def _pb_settings(table: Mapping[str, Any], where: str) -> PBSettings:

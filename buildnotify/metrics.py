@@ -47,7 +47,7 @@ class Metrics:
 
     Counting parts use the attributes directly, e.g.
     ``metrics.webhooks.labels(provider="github", result="rejected", reason="bad_signature").inc()``;
-    the relays ``metrics.relay_sends.labels(relay="chat").inc()``.
+    the relays through ``count_relay(relay, outcome)``.
     """
 
     def __init__(self) -> None:
@@ -110,6 +110,12 @@ class Metrics:
         )
         self._sessions = _SessionsCollector()
         registry.register(self._sessions)
+
+    def count_relay(self, relay: str, outcome: str) -> None:
+        """One relay attempt's outcome, as the relay sender reports it:
+        "sent", "retry" or "dead"."""
+        counter = {"sent": self.relay_sends, "retry": self.relay_retries, "dead": self.relay_dead}[outcome]
+        counter.labels(relay=relay).inc()
 
     def count_sessions(self, counts: SessionCounts) -> None:
         """``counts()`` (kind -> attached sessions) is read at each scrape,

@@ -20,6 +20,7 @@ from buildnotify.events import utcnow
 from buildnotify.hub.service import PBService
 from buildnotify.ingest.providers import PROVIDERS
 from buildnotify.metrics import Metrics
+from buildnotify.relays import RelayService
 from buildnotify.site import make_site
 from buildnotify.store import Store, database, retention
 
@@ -39,9 +40,11 @@ class Hub:
         http_port: IListeningPort,
         pb_port: IListeningPort,
         metrics: Metrics,
+        relays: RelayService | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics  # what GET /metrics shows; the relays count here too
+        self.relays = relays
         self.store = store
         self.bus = bus
         self.service = service
@@ -75,21 +78,30 @@ class Hub:
         site = make_site(
             PROVIDERS, config.providers, store.record, config.max_body, store=store, metrics=metrics
         )
+        relays = RelayService.from_tables(
+            store, config.relays, config.escalation, node, reactor, clock, counted=metrics.count_relay
+        )
         ports: list[IListeningPort] = []
         try:
             await bus.start()
             await service.start()
+            relays.start()
+            if relays.relays:
+                bus.subscribe_events(relays.sender.wake)  # a commit may have enqueued messages
             guard = service.factory(proxied=proxied(config.pb))
             ports.append(await serverFromString(reactor, config.pb).listen(guard))
             ports.append(await serverFromString(reactor, config.http).listen(site))
         except Exception:
+            await relays.stop()
             service.stop()
             bus.stop()
             for port in ports:
                 await port.stopListening()
             await store.stop()
             raise
-        hub = cls(config, store, bus, service, http_port=ports[1], pb_port=ports[0], metrics=metrics)
+        hub = cls(
+            config, store, bus, service, http_port=ports[1], pb_port=ports[0], metrics=metrics, relays=relays
+        )
         log.info(
             "webhooks on %s/hooks/<provider>; database %s",
             hub.http_url,
@@ -115,6 +127,8 @@ class Hub:
             self._pruning.stop()
         for port in (self.http_port, self.pb_port):
             await maybeDeferred(port.stopListening)  # None if it was stopped already
+        if self.relays is not None:
+            await self.relays.stop()  # lets a pass under way record its outcomes first
         self.service.stop()
         self.bus.stop()
         await self.store.stop()

@@ -128,11 +128,14 @@ class RunningHub:
         database: str | None = None,
         node: str = "",
         proxied: bool = False,
+        relays: Mapping[str, Mapping[str, Any]] | None = None,
+        escalation: Mapping[str, Any] | None = None,
     ) -> RunningHub:
         """``clock``: a ``task.Clock`` for the PB service's timeouts, or None
         for real time. ``database``: a URL another hub uses too (a node of
         the same hub; default: a fresh database). ``proxied``: both listeners
-        read the PROXY protocol (``haproxy:`` endpoints), as behind a balancer."""
+        read the PROXY protocol (``haproxy:`` endpoints), as behind a balancer.
+        ``relays``, ``escalation``: the config's ``[relays]`` and ``[escalation]`` tables."""
         from buildnotify.server import Hub  # imports every provider
 
         wrapper = "haproxy:" if proxied else ""
@@ -144,6 +147,8 @@ class RunningHub:
             providers=providers or provider_configs(),
             session=session or PBSettings(),
             node=node or default_node(),
+            relays=relays or {},
+            escalation=escalation or {},
         )
         hub = await Hub.start(config, reactor, clock)
         testcase.addCleanup(lambda: Deferred.fromCoroutine(hub.stop()))

@@ -27,6 +27,11 @@ FORBIDDEN = {
     "hub": {"config", "ingest"},
 }
 
+#: part -> the only parts it may import (besides itself)
+ONLY = {"relays": {"store", "events", "delivery", "protocol", "logtext", "metrics"}}
+#: part -> the only parts that may import it
+IMPORTED_ONLY_BY = {"relays": {"server", "cli"}}
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -68,6 +73,10 @@ def violation(importer: str, imported: str) -> str | None:
         return f"{source} may import only {', '.join(sorted(FOUNDATION - {source}))} of buildnotify"
     if target in FORBIDDEN.get(source, ()):
         return f"{source} must not import {', '.join(sorted(FORBIDDEN[source]))}"
+    if source in ONLY and target not in ONLY[source]:
+        return f"{source} may import only {', '.join(sorted(ONLY[source]))} of buildnotify"
+    if target in IMPORTED_ONLY_BY and source not in IMPORTED_ONLY_BY[target]:
+        return f"only {' and '.join(sorted(IMPORTED_ONLY_BY[target]))} may import {target}"
     return None
 
 
@@ -106,6 +115,10 @@ def test_imports_for_type_checking_and_from_the_package_count() -> None:
     assert refused == ["buildnotify.config", "buildnotify.ingest.base"]
     assert violation("buildnotify.events", "buildnotify.logtext") is None
     assert violation("buildnotify.protocol", "buildnotify.hub.errors") is not None
+    assert violation("buildnotify.relays.sender", "buildnotify.store.schema") is None
+    assert violation("buildnotify.relays.sender", "buildnotify.config") is not None
+    assert violation("buildnotify.hub.service", "buildnotify.relays") is not None
+    assert violation("buildnotify.cli", "buildnotify.relays.outbox") is None
 
 
 def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
@@ -132,7 +145,7 @@ def test_the_hub_and_the_bus_import_one_way() -> None:
     the service sits on top; sessions, rooms, logins and connections know it
     only through the small protocols they declare (SessionHost, Observer,
     LoginHost, ConnectionHost)."""
-    for part in ("hub", "bus"):
+    for part in ("hub", "bus", "relays"):
         graph: dict[str, set[str]] = {}
         for path in sorted((PACKAGE / part).glob("*.py")):
             importer = module_name(path)

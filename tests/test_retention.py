@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from twisted.internet import reactor
 
 from buildnotify.events import Author, Status
@@ -52,3 +52,31 @@ class RetentionTests:
 
 
 per_backend(RetentionTests, globals())
+
+
+class RelayRetentionTests:
+    backend = "sqlite"
+
+    def setUp(self) -> None:
+        self.store = Store.open(database_url(self, self.backend), reactor)
+        self.addCleanup(self.store.stop)
+
+    async def test_sent_and_dead_relay_messages_go_with_old_events_pending_ones_stay(self) -> None:
+        from buildnotify.relays import outbox
+
+        def write(conn: object) -> None:
+            """Old messages named after their state, and a recent sent one."""
+            outbox.enqueue(conn, [{"relay": state, "body": "{}"} for state in outbox.STATES], T0)
+            outbox.enqueue(conn, [{"relay": "recent", "body": "{}"}], T0 + timedelta(days=60))
+            states = outbox.messages.c.relay
+            conn.execute(
+                outbox.messages.update().values(state=case((states == "recent", "sent"), else_=states))
+            )
+
+        await self.store.write(write)
+        await self.store.write(lambda conn: retention.prune(conn, T0 + timedelta(days=30)))
+        left = await self.store.read(outbox.every)
+        self.assertEqual(sorted(m["relay"] for m in left), ["pending", "recent"])
+
+
+per_backend(RelayRetentionTests, globals())

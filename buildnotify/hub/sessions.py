@@ -599,6 +599,12 @@ class DeveloperSession(ObserverSession):
             return
         self.alerted.add(alert.id)
         self.deliver(OneWayCall("alert", alert_wire(alert.id, alert.developer, alert.event)))
+        # pushed to a client: no escalation (relays/escalation.py); group commit batches these
+        now = self.service.now()
+        written = self.service.store.write(lambda conn: personal.mark_delivered(conn, [alert.id], now))
+        written.addErrback(
+            lambda f: log.warning("recording an alert's delivery failed: %s", f.getErrorMessage())
+        )
 
     async def send_pending_alerts(self) -> None:
         """Push the oldest MAX_ALERTS unacknowledged alerts, paced like a

@@ -1,5 +1,7 @@
 """The event store: one writer thread with group commit, reads on a small
-thread pool, and a hook told of each commit that stored events (the bus).
+thread pool, a hook told of each commit that stored events (the bus), and
+hooks that write more rows in the very transaction that stores events (the
+relays' outbox), so neither is ever committed without the other.
 
 Nothing here blocks the reactor thread.
 """
@@ -18,17 +20,22 @@ from twisted.python.threadpool import ThreadPool
 
 from buildnotify.alerts import Alert
 from buildnotify.delivery import Delivery
+from buildnotify.events import BuildEvent
 from buildnotify.store import database, queries
 from buildnotify.store.batch import Recorded, record_batch
 from buildnotify.store.cache import RecordCache
 from buildnotify.store.stream import EVENTS, Stream
 from buildnotify.store.writer import GroupCommitWriter
 
-__all__ = ["Alert", "Recorded", "Store"]
+__all__ = ["AfterRecord", "Alert", "Recorded", "Store"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+#: called inside the writer's transaction with the events a batch stored
+AfterRecord = Callable[[Connection, Sequence[BuildEvent]], None]
 
 
 def _apply(
@@ -36,14 +43,21 @@ def _apply(
     items: Sequence[Delivery | Callable[[Connection], Any]],
     cache: RecordCache | None,
     stream: Stream | None,
+    after_record: Sequence[AfterRecord] = (),
 ) -> list[Any]:
     """One transaction's work: webhook deliveries are recorded together (they
     share lookups); other writes (claims, acks, settings) run in order. With
-    several nodes, ``stream`` orders the events' ids by commit."""
+    several nodes, ``stream`` orders the events' ids by commit. Each of
+    ``after_record`` is then given the stored events, in the same transaction."""
     deliveries = [item for item in items if isinstance(item, Delivery)]
     if deliveries and stream is not None:
         stream.append(conn, EVENTS)
-    recorded = iter(record_batch(conn, deliveries, cache) if deliveries else [])
+    batch = record_batch(conn, deliveries, cache) if deliveries else []
+    stored = [event for recorded in batch for event in recorded.events]
+    if stored:
+        for hook in after_record:
+            hook(conn, stored)
+    recorded = iter(batch)
     return [next(recorded) if isinstance(item, Delivery) else item(conn) for item in items]
 
 
@@ -61,9 +75,12 @@ class Store:
             with engine.connect() as conn:
                 self.stream = Stream.of(conn)
         cache = None if shared else RecordCache()
+        #: run inside the transaction that stored events, with those events
+        #: (e.g. the relays' enqueue); a failing hook fails the transaction
+        self.after_record: list[AfterRecord] = []
         self._writer = GroupCommitWriter(
             engine,
-            functools.partial(_apply, cache=cache, stream=self.stream),
+            functools.partial(_apply, cache=cache, stream=self.stream, after_record=self.after_record),
             reactor,
             on_rollback=cache.clear if cache is not None else None,
         )

@@ -58,6 +58,18 @@ def ack_alerts(
     return result.rowcount
 
 
+def mark_delivered(conn: Connection, alert_ids: Iterable[int], now: datetime) -> None:
+    """The alerts were pushed to an attached client of their developer: they
+    will not be escalated (the first push counts)."""
+    ids = sorted({int(i) for i in alert_ids})
+    if ids:
+        conn.execute(
+            update(alerts)
+            .where(alerts.c.id.in_(ids), alerts.c.delivered_at.is_(None))
+            .values(delivered_at=now)
+        )
+
+
 # -- settings ------------------------------------------------------------------------
 
 

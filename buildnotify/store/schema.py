@@ -136,6 +136,8 @@ developers = Table(
     Column("name", String(NAME_LENGTH), nullable=False, unique=True),
     Column("token_hash", String(NAME_LENGTH)),
     Column("created_at", UTCDateTime, nullable=False),
+    # the relay an unreceived personal alert escalates through (None: never)
+    Column("escalate_relay", String(NAME_LENGTH)),
 )
 
 #: How a commit author is recognised as a developer: lower-cased email or login.
@@ -169,6 +171,8 @@ alerts = Table(
     Column("event_id", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("acked_at", UTCDateTime),
+    Column("delivered_at", UTCDateTime),  # first pushed to an attached client of the developer
+    Column("escalated_at", UTCDateTime),  # sent through the developer's relay instead (once)
     UniqueConstraint("developer_id", "event_id", name="uq_alerts_developer_event"),
     Index("ix_alerts_pending", "developer_id", "acked_at"),
 )
@@ -236,4 +240,29 @@ developer_clients = Table(
     Column("node", String(NAME_LENGTH), nullable=False),
     Column("nonce", String(64), nullable=False),
     Column("attached_at", UTCDateTime, nullable=False),
+)
+
+
+#: The durable outbox of the relays (buildnotify/relays/): one row per message
+#: to send to a chat webhook, a signed JSON receiver or a mail server, written
+#: in the transaction that stored its event (or escalated its alert). ``body``
+#: is the rendered payload, sent as it is; ``leased_by``/``leased_until`` keep
+#: two nodes from sending one message at once.
+relay_messages = Table(
+    "relay_messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("relay", String(NAME_LENGTH), nullable=False),
+    Column("event_id", BigInteger),
+    Column("alert_id", BigInteger),  # set for an escalated alert
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, sent, dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Column("leased_by", String(NAME_LENGTH)),
+    Column("leased_until", UTCDateTime),
+    Index("ix_relay_messages_due", "state", "next_attempt_at"),
 )
