@@ -26,6 +26,7 @@ from buildnotify.relays.signing import signature
 from tests.pbclient import wait_until
 from tests.relay_receivers import MailServer, Receiver
 from tests.support import RunningHub, clock_at, database_url, per_backend, provider_configs
+from tests.test_operations import scrape, value
 
 ROOT = Path(__file__).resolve().parent.parent
 #: past any first backoff (jitter draws from its upper half)
@@ -99,6 +100,10 @@ class RelayHubTests:
         self.assertEqual(sorted(receiver.deliveries()), sorted(ids * 3))
         await self.settle(3600)
         self.assertEqual(len(receiver.requests), 6)  # nothing sent again
+        samples = await scrape(self.running)  # what an operator's Prometheus sees
+        self.assertEqual(value(samples, "buildnotify_relay_retries_total", relay="chat"), 4)
+        self.assertEqual(value(samples, "buildnotify_relay_sends_total", relay="chat"), 2)
+        self.assertEqual(value(samples, "buildnotify_relay_dead_total", relay="chat"), 0)
 
     async def test_pending_messages_are_sent_by_the_next_hub_on_the_same_database(self) -> None:
         from buildnotify.server import Hub
