@@ -36,9 +36,10 @@ attached up front and see only their phase's events:
 
 Decoding PB in Python costs 0.5-1 ms per message, far more than a node spends
 per delivery, so (as in bench/fanout.py) the client processes decode only
-the login (and the watch answer where no events flow yet), then read each
-socket's bytes themselves and find every event's id and URL in them (a
-regex over the banana encoding). One *canary* observer per client process
+the login and the watch (with the catch-up it answers: ``events`` pages of
+JSON, one decode per page, which the hub waits to see answered), then read
+each socket's bytes themselves and find every live event's id and URL in
+them (a regex over the banana encoding). One *canary* observer per client process
 and group decodes everything through PB; it is checked like the others, so
 a scanner that missed or invented events would show up as lost events.
 
@@ -213,6 +214,12 @@ def client_process(index: int) -> None:
             sent = int(event["url"].rsplit("/", 2)[1])
             self.observer.got(event["id"], sent, time.time_ns())
 
+        def remote_events(self, page: bytes) -> None:
+            """A catch-up page (JSON of event dicts): the hub waits for this answer."""
+            now = time.time_ns()
+            for event in json.loads(page):
+                self.observer.got(event["id"], int(event["url"].rsplit("/", 2)[1]), now)
+
         def remote_ping(self) -> str:
             return "pong"
 
@@ -235,7 +242,10 @@ def client_process(index: int) -> None:
         observer.carry = bytes(broker.buffer)
         broker.dataReceived = observer.scan  # the transport calls this from now on
 
-    async def connect(observer: Observer, port: int, since: int | None, early_raw: bool) -> None:
+    async def connect(observer: Observer, port: int, since: int | None) -> None:
+        """Log in and watch, decoding through PB until the watch's answer (a
+        catch-up comes as ``events`` pages the hub waits to see answered),
+        then scan the bytes of what is pushed live."""
         group = observer.group
         factory = pb.PBClientFactory(security=SECURITY)
         reactor.connectTCP(HOST, port, factory, timeout=30)
@@ -247,13 +257,6 @@ def client_process(index: int) -> None:
         if group.reconnect is not None:  # logged in again (a canary's watch answer may come much later)
             group.reconnects += 1
             group.resumed_ns = max(group.resumed_ns, time.time_ns())
-        if early_raw and not observer.canary:
-            # Still inside the login answer's dataReceived, and nothing is pushed
-            # before watch: the switch falls between messages. The watch's
-            # answer comes after its replayed events; the scanner skips it.
-            raw(observer)
-            perspective.callRemote("watch", [group.project], since).addErrback(lambda _: None)
-            return
         answer = await perspective.callRemote("watch", [group.project], since)
         observer.last_id = max(observer.last_id, answer["last_id"])
         if not observer.canary:
@@ -272,9 +275,7 @@ def client_process(index: int) -> None:
         while not stopping:
             try:
                 await gate.run(
-                    lambda: Deferred.fromCoroutine(
-                        connect(observer, group.reconnect[0], observer.last_id, True)
-                    )
+                    lambda: Deferred.fromCoroutine(connect(observer, group.reconnect[0], observer.last_id))
                 )
             except Exception as e:  # refused, reset, timed out: try again shortly
                 group.retries += 1
@@ -289,10 +290,7 @@ def client_process(index: int) -> None:
         group = groups.setdefault(name, Group(name, project))
         new = [Observer(group, canary=i < canaries) for i in range(count)]
         group.observers += new
-        work = [
-            gate.run(lambda o=o: Deferred.fromCoroutine(connect(o, port, since, since is not None)))
-            for o in new
-        ]
+        work = [gate.run(lambda o=o: Deferred.fromCoroutine(connect(o, port, since))) for o in new]
         await gatherResults(work, consumeErrors=True)
         return {"attached": len(new)}
 
@@ -812,7 +810,7 @@ class Cluster:
         ids = await self.ids(project, 0)  # the helper stores phase 0
         assert self.clients is not None
         before = self.usage()
-        await self.attach("replay", project, "A", 1, since=0, canaries=0)  # scanned, not decoded
+        await self.attach("replay", project, "A", 1, since=0, canaries=0)  # pages decoded, one JSON each
         result = await self.expect(["replay"], ids, 120)
         cpu = self.since(before, self.usage())
         seconds = max(result["done_ns"] - result["watch_ns"], 0) / 1e9
