@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, exc
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -66,7 +66,9 @@ class Store:
     writer caches nothing across transactions and orders the stream by commit
     (store/stream.py); False for a hub that is the database's only writer."""
 
-    def __init__(self, engine: Engine, reactor: Any, readers: int = 2, shared: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, reactor: Any, readers: int | None = None, shared: bool = False
+    ) -> None:
         self.engine = engine
         self.reactor = reactor
         self.shared = shared
@@ -84,7 +86,16 @@ class Store:
             reactor,
             on_rollback=cache.clear if cache is not None else None,
         )
+        if readers is None:  # PostgreSQL answers reads in parallel; SQLite's WAL readers hardly
+            readers = 6 if engine.dialect.name == "postgresql" else 2
         self._readers = ThreadPool(minthreads=1, maxthreads=readers, name="buildnotify-reader")
+        #: reads need no transaction: each is one or two SELECTs, and on
+        #: PostgreSQL BEGIN and ROLLBACK would double their round trips
+        self._reading = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         #: told (on the reactor thread) of each commit that stored events: the bus
         self.on_commit: Callable[[Recorded], None] | None = None
 
@@ -144,8 +155,16 @@ class Store:
 
     def _read(self, query: Callable[..., Any], **kwargs: Any) -> Deferred:
         def run() -> Any:
-            with self.engine.connect() as conn:
-                return query(conn, **kwargs)
+            try:
+                with self._reading.connect() as conn:
+                    return query(conn, **kwargs)
+            except exc.DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise
+                # the database dropped a pooled connection (a restart,
+                # pg_terminate_backend): once more, on a new one
+                with self._reading.connect() as conn:
+                    return query(conn, **kwargs)
 
         return deferToThreadPool(self.reactor, self._readers, run)
 

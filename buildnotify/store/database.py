@@ -63,7 +63,9 @@ def create(url_or_path: str, name: str = "buildnotify", **kwargs: object) -> Eng
             event.listen(engine, "do_connect", lambda *_: _create_private(path))
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args={"application_name": name[:63]}, **kwargs)
+    # no pool_pre_ping: a round trip per checkout; the writer and the readers
+    # retry once on a connection the database dropped instead
+    return create_engine(url, connect_args={"application_name": name[:63]}, **kwargs)
 
 
 def reach(engine: Engine, url_or_path: str) -> None:
