@@ -506,7 +506,7 @@ class ObserverSession(Session):
         pages = True  # until the client turns out to be one without ``events``
         while self.ended is None:
             await self.outbox.drained()
-            page = await self.service.store.read(
+            page, more = await self.service.store.read(
                 _replay_page, after_id=after, projects=sorted(self.watching), limit=size, max_bytes=max_bytes
             )
             if not page:
@@ -519,6 +519,8 @@ class ObserverSession(Session):
                     self.deliver(OneWayCall("event", json.loads(text)))
             self._last_id = after = page[-1][0]
             replayed += len(page)
+            if not more:  # what commits from now on comes live (the session subscribed first)
+                break
         return replayed
 
     async def _send_page(self, page: bytes) -> bool:
@@ -639,19 +641,21 @@ def _event_page(conn: Any, max_bytes: int = ANSWER_BYTES, **query: Any) -> list[
     return page
 
 
-def _replay_page(conn: Any, max_bytes: int, **query: Any) -> list[tuple[int, str, bytes]]:
+def _replay_page(conn: Any, max_bytes: int, **query: Any) -> tuple[list[tuple[int, str, bytes]], bool]:
     """``queries.history_wire(**query)`` as (id, project, JSON of the dict),
     cut once the JSON holds ``max_bytes`` (always at least one): runs on a
-    reader thread, so the reactor only joins a page's JSON."""
+    reader thread, so the reactor only joins a page's JSON. Also whether
+    more may follow (the page was cut, or holds ``limit`` events)."""
     page: list[tuple[int, str, bytes]] = []
     size = 2  # the brackets
-    for row in queries.history_wire(conn, **query):
+    rows = queries.history_wire(conn, **query)
+    for row in rows:
         text = json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
         size += len(text) + 1
         if page and size > max_bytes:
-            break
+            return page, True
         page.append((row["id"], row["project"], text))
-    return page
+    return page, len(rows) >= query["limit"]
 
 
 def _log_failure(failure: Failure) -> None:
