@@ -74,11 +74,38 @@ class ReadinessWithoutDatabaseTests(unittest.TestCase):
         database = hub.hub.config.database
         os.rename(database, database + ".gone")
         os.mkdir(database)  # SQLite cannot open a directory
-        self.addCleanup(os.rmdir, database)
         code, _, body = await get(hub, "/readyz")
         answer = json.loads(body)
         self.assertEqual(code, 503)
         self.assertIn("the database is unreachable", answer["reason"])
+
+        os.rmdir(database)  # the database is back
+        os.rename(database + ".gone", database)
+        code, _, body = await get(hub, "/readyz")
+        self.assertEqual((code, json.loads(body)), (200, {"ready": True}))
+
+    async def test_a_postgresql_database_away_and_back(self) -> None:
+        """The hub's schema vanishes (renamed away) and comes back: not
+        ready, then ready again, without a restart."""
+        hub = await RunningHub.start(self, "postgresql")
+        schema = await hub.hub.store.read(lambda conn: conn.execute(text("select current_schema()")).scalar())
+
+        async def rename(old: str, new: str) -> None:
+            await hub.hub.store.write(lambda conn: conn.execute(text(f"alter schema {old} rename to {new}")))
+
+        await rename(schema, f"{schema}_away")
+
+        def back(conn: object) -> None:  # if the test failed half way: the schema is dropped by name
+            away = f"{schema}_away"
+            if conn.execute(text("select 1 from pg_namespace where nspname = :n"), {"n": away}).scalar():
+                conn.execute(text(f"alter schema {away} rename to {schema}"))
+
+        self.addCleanup(hub.hub.store.write, back)
+        code, _, body = await get(hub, "/readyz")
+        self.assertEqual(code, 503, body)
+        await rename(f"{schema}_away", schema)
+        code, _, body = await get(hub, "/readyz")
+        self.assertEqual((code, json.loads(body)), (200, {"ready": True}))
 
 
 class MetricsTests(unittest.TestCase):
