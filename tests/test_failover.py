@@ -1,17 +1,20 @@
-"""A hub node dies (SIGKILL) under its clients: real `buildnotify-cli serve`
-processes on one PostgreSQL database, real WatchClients given both nodes'
-endpoints. Each client moves to the surviving node after its own random
-wait and resumes from the last event it saw: nothing lost, nothing twice."""
+"""Real `buildnotify-cli serve` processes on one PostgreSQL database. A node
+dies (SIGKILL) under its clients, real WatchClients given both nodes'
+endpoints: each moves to the surviving node after its own random wait and
+resumes from the last event it saw, nothing lost, nothing twice. And the
+bus between processes: events, claims and the goodbye cross them."""
 
 from __future__ import annotations
 
 import random
+import re
+from typing import Any
 
 from twisted.trial import unittest
 
 from buildnotify.client import Phase, WatchClient
 from tests.cluster import Cluster
-from tests.pbclient import missing_events, wait_until
+from tests.pbclient import Client, RecordingMind, missing_events, wait_until
 from tests.test_client import Recorder, fast_retries
 
 WIDGET = "acme/widget"
@@ -65,3 +68,42 @@ class FailoverTests(unittest.TestCase):
             if state.phase == Phase.DISCONNECTED and state.retry_in
         }
         self.assertGreater(len(waits), CLIENTS // 2, "the clients' first waits are spread, not one instant")
+
+
+class SeparateProcessesTests(unittest.TestCase):
+    """The bus between real `serve` processes (tests/test_nodes.py runs the
+    same cases with several hubs in one process)."""
+
+    async def test_events_claims_and_the_goodbye_cross_processes(self) -> None:
+        cluster = Cluster.start(self, nodes=2)
+        one, two = cluster.node("node1"), cluster.node("node2")
+        added = cluster.cli(["users", "add", "alice", "--email", "alice@example.com"])
+        self.assertEqual(added.returncode, 0, added.stderr)
+        token = re.search(r"token for alice: (\S+)", added.stdout).group(1)
+
+        watcher = RecordingMind()
+        _, watching = await self.login(two.pb_address, None, None, watcher)  # anonymous, on node2
+        await watching.callRemote("watch", [WIDGET])
+        first = RecordingMind()
+        _, alice = await self.login(one.pb_address, "alice", token, first)  # alice's client, on node1
+        await alice.callRemote("watch", [WIDGET])
+
+        broke = cluster.post_build(WIDGET, 1, "failure", author={"email": "alice@example.com"})  # to node1
+        await wait_until(lambda: watcher.event_ids == [broke], what=f"event {broke} on node2")
+        await wait_until(lambda: first.alerts, what="alice's alert on node1")
+        await alice.callRemote("claim", WIDGET, "ci", "main", "mine")  # made on node1
+        await wait_until(lambda: watcher.claims, what="the claim on node2")
+        self.assertEqual((watcher.claims[0]["state"], watcher.claims[0]["note"]), ("claimed", "mine"))
+
+        second = RecordingMind()
+        _, again = await self.login(two.pb_address, "alice", token, second)  # a second login, on node2
+        await wait_until(lambda: first.goodbyes, what="goodbye to alice's client on node1")
+        self.assertEqual(first.goodbyes, ["signed in elsewhere"])
+        self.assertEqual(second.goodbyes, [])
+        self.assertEqual(await again.callRemote("ping"), "pong")
+
+    async def login(self, address: str, name: str | None, token: str | None, mind: RecordingMind) -> Any:
+        client = await Client.connect(self, address)
+        if name is None:
+            return client, await client.anonymous(mind)
+        return client, await client.login(name, token, mind)  # type: ignore[arg-type]
