@@ -200,5 +200,10 @@ def _positions(conn: Connection) -> tuple[int, int]:
 
 
 def _news(conn: Connection, after_event: int, after_message: int) -> tuple[list, list, list]:
-    events, alerts = stream.events_after(conn, after_event, PAGE)
-    return events, alerts, stream.messages_after(conn, after_message, PAGE)
+    """Events and messages from one snapshot: commits become visible in id
+    order, so a snapshot holds a prefix of the stream and the merge hands
+    both on exactly in commit order (a mute before the event after it)."""
+    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    with conn.begin():
+        events, alerts = stream.events_after(conn, after_event, PAGE)
+        return events, alerts, stream.messages_after(conn, after_message, PAGE)
