@@ -410,3 +410,38 @@ class OutboxHookTests:
 
 
 per_backend(OutboxHookTests, globals())
+
+
+class MailErrorTests(unittest.TestCase):
+    async def test_a_refused_login_keeps_the_password_out_of_the_error(self) -> None:
+        import base64
+
+        from twisted.internet import reactor
+
+        from buildnotify.relays import mail
+        from buildnotify.relays.outcome import DEAD
+        from tests.relay_receivers import RefusingAuthServer
+
+        server = RefusingAuthServer.listen(self)
+        relay = parse_relay(
+            "mail",
+            {
+                "kind": "smtp",
+                "host": "127.0.0.1",
+                "port": server.port,
+                "to": ["team@example.com"],
+                "username": "hub",
+                "password": "pa55word",
+                "timeout": 5,
+            },
+            "test",
+        )
+        body = json.dumps({"to": ["team@example.com"], "subject": "s", "text": "t"})
+        message = outbox.Claimed(1, "mail", body, 0, utcnow())
+        outcome = await mail.send(relay, message, utcnow(), reactor)
+        self.assertEqual(outcome.kind, DEAD)
+        self.assertIn("535", outcome.error)
+        self.assertTrue(any(b"AUTH" in line for line in server.lines))  # the password did go out
+        for form in (b"pa55word", base64.b64encode(b"hub\0hub\0pa55word")):
+            self.assertNotIn(form.decode(), outcome.error)
+        self.assertNotIn("AUTH", outcome.error)

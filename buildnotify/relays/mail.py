@@ -42,8 +42,8 @@ async def send(relay: RelaySettings, message: Claimed, now: datetime, reactor: A
     recipients, data = compose(relay, message, now)
     done: Deferred[Any] = Deferred()
     factory = ESMTPSenderFactory(
-        relay.username,
-        relay.password,
+        relay.username.encode() if relay.username is not None else None,  # Twisted's AUTH wants bytes
+        (relay.password or "").encode() if relay.username is not None else None,
         relay.sender,
         recipients,
         BytesIO(data),
@@ -60,9 +60,17 @@ async def send(relay: RelaySettings, message: Claimed, now: datetime, reactor: A
         await done
     except SMTPClientError as e:
         permanent = e.code is not None and 500 <= e.code < 600
-        return Outcome(DEAD if permanent else RETRY, f"mail server: {printable(e)}")
+        return Outcome(DEAD if permanent else RETRY, f"mail server: {_answer(e)}")
     except Exception as e:
         return Outcome(RETRY, f"could not reach the mail server: {printable(f'{type(e).__name__}: {e}')}")
     finally:
         connector.disconnect()
     return Outcome(SENT)
+
+
+def _answer(error: SMTPClientError) -> str:
+    """The server's answer only: ``str(error)`` appends Twisted's transcript
+    of the session, whose ``AUTH PLAIN`` line carries the password."""
+    resp = error.resp.decode("utf-8", "replace") if isinstance(error.resp, bytes) else str(error.resp)
+    code = f"{error.code:03d} " if error.code is not None and error.code > 0 else ""
+    return printable(code + resp)
