@@ -445,3 +445,54 @@ class MailErrorTests(unittest.TestCase):
         for form in (b"pa55word", base64.b64encode(b"hub\0hub\0pa55word")):
             self.assertNotIn(form.decode(), outcome.error)
         self.assertNotIn("AUTH", outcome.error)
+
+
+class RenderTests(unittest.SynchronousTestCase):
+    """Event fields come from webhooks: in a chat message they ping no one."""
+
+    def event(self, **fields: Any) -> Any:
+        from buildnotify.events import Author, BuildEvent, Transition
+
+        values: dict[str, Any] = {
+            "provider": "generic",
+            "project": "acme/widget",
+            "pipeline": "ci",
+            "build_id": "1",
+            "status": Status.FAILURE,
+            "branch": "<!channel> @here",
+            "author": Author(name="@everyone <@123> <@&456>"),
+            "build_number": 1,
+            "url": "https://ci.example.com/1?a=1&b=<2>",
+            "transition": Transition.FAILED,
+            "id": 7,
+        }
+        return BuildEvent(**values | fields)
+
+    def body(self, kind: str, event: Any) -> dict[str, Any]:
+        from buildnotify.relays import render
+
+        relay = parse_relay("r", {"kind": kind, "url": "https://x.example/hook"}, "test")
+        return json.loads(render.body(relay, event, []))
+
+    def test_slack_text_cannot_ping(self) -> None:
+        text = self.body("slack", self.event())["text"]
+        self.assertNotIn("<", text)
+        self.assertNotRegex(text, r"@\w")
+        self.assertIn("&lt;!channel&gt; @\u200bhere", text)
+        self.assertIn("https://ci.example.com/1?a=1&amp;b=&lt;2&gt;", text)  # the link unbroken
+
+    def test_discord_content_cannot_ping(self) -> None:
+        body = self.body("discord", self.event())
+        self.assertEqual(body["allowed_mentions"], {"parse": []})
+        self.assertNotRegex(body["content"], r"@\w")
+        self.assertIn("https://ci.example.com/1?a=1&b=<2>", body["content"])
+
+    def test_a_huge_link_is_left_out(self) -> None:
+        from buildnotify.relays import render
+
+        event = self.event(url="https://ci.example.com/" + "x" * 100_000)
+        for kind in ("slack", "discord", "webhook"):
+            body = self.body(kind, event)
+            self.assertLess(len(json.dumps(body)), 5000, kind)
+        self.assertIsNone(self.body("webhook", event)["event"]["url"])
+        self.assertEqual(render.link(self.event()), "https://ci.example.com/1?a=1&b=<2>")
