@@ -225,6 +225,19 @@ class RelayHubTests:
         self.assertIn("by Ada", mail.get_payload())
         self.assertEqual({r["state"] for r in await self.messages()}, {"sent"})
 
+    async def test_an_author_email_that_is_not_one_plain_address_is_not_mailed(self) -> None:
+        server = MailServer.listen(self)
+        relay = {"kind": "smtp", "host": "127.0.0.1", "port": server.port, "from": "hub@example.com"}
+        await self.start({"mail": relay | {"to": "author"}, "team": relay | {"to": ["team@example.com"]}})
+        for number, email in enumerate(
+            ("ada@example.com, boss@example.com", "Ada <ada@example.com>", "ada@example.com\nBcc: x@y"), 1
+        ):
+            await self.running.build("acme/widget", number * 2 - 1, "failure", author={"email": email})
+            await self.running.build("acme/widget", number * 2, "success", author={"email": email})
+        await self.settle()
+        self.assertEqual({r for r, _ in server.mails}, {"team@example.com"})
+        self.assertEqual({r["relay"] for r in await self.messages()}, {"team"})
+
     async def test_a_refused_recipient_is_dead(self) -> None:
         server = MailServer.listen(self)
         relay = {"kind": "smtp", "host": "127.0.0.1", "port": server.port, "to": ["nobody@example.com"]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,16 @@ KINDS = ("slack", "discord", "webhook", "smtp")
 DEFAULT_TRANSITIONS = (Transition.FAILED.value, Transition.FIXED.value)
 #: ``to = "author"``: mail the commit's author (an escalation: the developer)
 AUTHOR = "author"
+
+
+# one bare address, ASCII: what an author's email from a webhook must be to be mailed
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def mailable(address: str | None) -> bool:
+    """Whether ``address`` (an author's email, from a webhook) is one plain
+    address: not a list (``a@x, b@y``), not a display name, no spaces."""
+    return bool(address) and _ADDRESS.fullmatch(address) is not None
 
 
 class RelaySettingsError(ValueError):
