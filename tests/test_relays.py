@@ -338,6 +338,7 @@ class SettingsTests(unittest.SynchronousTestCase):
             ({"kind": "smtp", "to": ["not-an-address"]}, "to must be"),
             ({"kind": "slack", "url": "https://x", "transitions": ["broke"]}, "transitions must be"),
             ({"kind": "slack", "url": "https://x", "give_up_after": 0}, "give_up_after must be"),
+            ({"kind": "slack", "url": "https://x", "timeout": 600}, "timeout must be at most 120"),
             ({"kind": "slack", "url": "https://x", "colour": "red"}, "unknown key"),
         ):
             with self.assertRaises(RelaySettingsError) as raised:

@@ -56,6 +56,8 @@ async def send(relay: RelaySettings, message: Claimed, now: datetime, reactor: A
         hostname=relay.host,
     )
     connector = reactor.connectTCP(relay.host, relay.port, factory, timeout=relay.timeout)
+    # the client's timeout is per answer: a server that dribbles must still not outlast the lease
+    done.addTimeout(2 * relay.timeout, reactor)
     try:
         await done
     except SMTPClientError as e:

@@ -19,6 +19,10 @@ KINDS = ("slack", "discord", "webhook", "smtp")
 DEFAULT_TRANSITIONS = (Transition.FAILED.value, Transition.FIXED.value)
 #: ``to = "author"``: mail the commit's author (an escalation: the developer)
 AUTHOR = "author"
+#: the longest ``timeout``: an attempt (at most twice it: the answer, then its
+#: body) must end well inside the sender's lease, or another node would claim
+#: the message and send it while this one still waits for its answer
+MAX_TIMEOUT = 120.0
 
 
 # one bare address, ASCII: what an author's email from a webhook must be to be mailed
@@ -115,6 +119,8 @@ def parse_relay(name: str, table: Any, where: str) -> RelaySettings:
     for key in _NUMBER_KEYS:
         if key in table:
             values[key] = _positive(table[key], f"{where}: {key}")
+    if values.get("timeout", 0) > MAX_TIMEOUT:
+        raise RelaySettingsError(f"{where}: timeout must be at most {MAX_TIMEOUT:g} seconds")
     for key in _LIST_KEYS:
         if key in table:
             items = table[key]
