@@ -20,7 +20,7 @@ from buildnotify.config import HubConfig, parse
 from buildnotify.events import Status, utcnow
 from buildnotify.hub.settings import PBSettings
 from buildnotify.relays import outbox
-from buildnotify.relays.outcome import BACKOFF_BASE, backoff, retry_after
+from buildnotify.relays.outcome import BACKOFF_BASE, RETRY_AFTER_CAP, backoff, retry_after
 from buildnotify.relays.settings import RelaySettingsError, parse_relay, parse_relays
 from buildnotify.relays.signing import signature
 from tests.pbclient import wait_until
@@ -365,6 +365,8 @@ class OutcomeTests(unittest.SynchronousTestCase):
         self.assertEqual(retry_after("Tue, 01 Dec 2026 12:02:30 GMT", now), 150.0)
         self.assertEqual(retry_after("Tue, 01 Dec 2026 11:00:00 GMT", now), 0.0)
         self.assertIsNone(retry_after("soon", now))
+        self.assertIsNone(retry_after("\u00b2", now))  # a digit to str.isdigit, not a number
+        self.assertEqual(retry_after("9" * 40, now), RETRY_AFTER_CAP)  # now + it must stay a date
         self.assertIsNone(retry_after(None, now))
 
     def test_backoff_doubles_with_jitter_up_to_the_cap(self) -> None:
