@@ -512,3 +512,22 @@ class RenderTests(unittest.SynchronousTestCase):
             self.assertLess(len(json.dumps(body)), 5000, kind)
         self.assertIsNone(self.body("webhook", event)["event"]["url"])
         self.assertEqual(render.link(self.event()), "https://ci.example.com/1?a=1&b=<2>")
+
+
+class HttpErrorTests(unittest.TestCase):
+    async def test_a_url_treq_cannot_parse_is_not_quoted_in_the_error(self) -> None:
+        from treq.client import HTTPClient
+        from twisted.internet import reactor
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from buildnotify.relays import http
+
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        client = HTTPClient(Agent(reactor, pool=pool))
+        message = outbox.Claimed(1, "chat", "{}", 0, utcnow())
+        for url in ("https://[::1/services/T0/B0/TOKEN", "https://hooks.example:x/services/T0/B0/TOKEN"):
+            relay = parse_relay("chat", {"kind": "slack", "url": url, "timeout": 5}, "test")
+            outcome = await http.post(client, relay, message, utcnow(), reactor)
+            self.assertEqual(outcome.kind, "retry")
+            self.assertNotIn("TOKEN", outcome.error)
