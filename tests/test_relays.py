@@ -378,6 +378,8 @@ class OutcomeTests(unittest.SynchronousTestCase):
         verify = documented_verify()
         self.assertTrue(verify("k", b'{"a":1}', signature("k", b'{"a":1}')))
         self.assertEqual(signature("k", b"")[:7], "sha256=")
+        self.assertFalse(verify("k", b"{}", "sha256=\u00e9"))  # refused, not a TypeError
+        self.assertFalse(verify("k", b"{}", ""))
 
 
 class ReceiverTestsDoNotLeak(unittest.TestCase):
