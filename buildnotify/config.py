@@ -85,7 +85,9 @@ class HubConfig:
     session: PBSettings = PBSettings()
     #: ``[relays.<name>]`` tables as written, the environment's URLs, secrets
     #: and passwords applied; buildnotify.relays reads them
-    relays: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    relays: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )  # URLs, secrets
     escalation: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the [escalation] table
     path: Path | None = None
 

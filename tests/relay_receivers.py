@@ -121,3 +121,41 @@ class MailServer:
         testcase.addCleanup(port.stopListening)
         server.port = port.getHost().port
         return server
+
+
+class RefusingAuthServer:
+    """A mail server on loopback that offers AUTH PLAIN (the password in the
+    first line) and refuses every login (535): what a changed or mistyped
+    SMTP password meets."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.lines: list[bytes] = []
+
+    @classmethod
+    def listen(cls, testcase: unittest.TestCase) -> RefusingAuthServer:
+        from twisted.internet.protocol import Factory
+        from twisted.protocols.basic import LineReceiver
+
+        server = cls()
+
+        class Refusing(LineReceiver):
+            def connectionMade(self) -> None:  # noqa: N802
+                self.sendLine(b"220 test ESMTP")
+
+            def lineReceived(self, line: bytes) -> None:  # noqa: N802
+                server.lines.append(line)
+                verb = line.split(b" ", 1)[0].upper()
+                if verb == b"EHLO":
+                    self.sendLine(b"250-test")
+                    self.sendLine(b"250 AUTH PLAIN")
+                elif verb == b"QUIT":
+                    self.sendLine(b"221 bye")
+                    self.transport.loseConnection()
+                else:
+                    self.sendLine(b"535 5.7.8 authentication credentials invalid")
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Refusing), interface="127.0.0.1")
+        testcase.addCleanup(port.stopListening)
+        server.port = port.getHost().port
+        return server

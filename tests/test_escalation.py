@@ -95,6 +95,21 @@ class EscalationTests(EscalationHub):
         self.assertEqual(await self.check(hub, AFTER + 60), [])
         self.assertEqual((await self.escalated_alerts(hub), receiver.requests), ([], []))
 
+    async def test_an_ack_while_the_escalation_waits_for_a_failing_relay_cancels_it(self) -> None:
+        hub, receiver = await self.pager()
+        receiver.answer = (503, {})
+        await hub.build("acme/widget", 1, "failure", author=ADA)
+        [alert_id] = await self.check(hub, AFTER + 60)
+        self.assertEqual(len(receiver.requests), 1)
+        client = await Client.connect(self, hub.hub.pb_address)
+        session = await client.login("ada", self.token)
+        self.assertEqual(await session.callRemote("ack", [alert_id]), 1)
+        receiver.answer = (200, {})
+        await self.check(hub, 3600)
+        self.assertEqual(len(receiver.requests), 1)  # not sent after the ack
+        [row] = await hub.hub.store.read(outbox.every)
+        self.assertEqual((row["state"], row["last_error"]), ("dead", outbox.ACKED))
+
     async def test_an_alert_pushed_to_an_attached_client_is_not_escalated(self) -> None:
         hub, receiver = await self.pager()
         mind = RecordingMind()

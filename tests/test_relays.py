@@ -20,7 +20,7 @@ from buildnotify.config import HubConfig, parse
 from buildnotify.events import Status, utcnow
 from buildnotify.hub.settings import PBSettings
 from buildnotify.relays import outbox
-from buildnotify.relays.outcome import BACKOFF_BASE, backoff, retry_after
+from buildnotify.relays.outcome import BACKOFF_BASE, RETRY_AFTER_CAP, backoff, retry_after
 from buildnotify.relays.settings import RelaySettingsError, parse_relay, parse_relays
 from buildnotify.relays.signing import signature
 from tests.pbclient import wait_until
@@ -225,6 +225,19 @@ class RelayHubTests:
         self.assertIn("by Ada", mail.get_payload())
         self.assertEqual({r["state"] for r in await self.messages()}, {"sent"})
 
+    async def test_an_author_email_that_is_not_one_plain_address_is_not_mailed(self) -> None:
+        server = MailServer.listen(self)
+        relay = {"kind": "smtp", "host": "127.0.0.1", "port": server.port, "from": "hub@example.com"}
+        await self.start({"mail": relay | {"to": "author"}, "team": relay | {"to": ["team@example.com"]}})
+        for number, email in enumerate(
+            ("ada@example.com, boss@example.com", "Ada <ada@example.com>", "ada@example.com\nBcc: x@y"), 1
+        ):
+            await self.running.build("acme/widget", number * 2 - 1, "failure", author={"email": email})
+            await self.running.build("acme/widget", number * 2, "success", author={"email": email})
+        await self.settle()
+        self.assertEqual({r for r, _ in server.mails}, {"team@example.com"})
+        self.assertEqual({r["relay"] for r in await self.messages()}, {"team"})
+
     async def test_a_refused_recipient_is_dead(self) -> None:
         server = MailServer.listen(self)
         relay = {"kind": "smtp", "host": "127.0.0.1", "port": server.port, "to": ["nobody@example.com"]}
@@ -313,9 +326,9 @@ class SettingsTests(unittest.SynchronousTestCase):
         self.assertEqual(relays["ops-chat"].secret, "from-env")
         self.assertEqual(relays["mail"].password, "mail-pw")
         self.assertTrue(relays["mail"].to_author)
-        for relay in relays.values():
-            for secret in ("env.example", "from-env", "mail-pw"):
-                self.assertNotIn(secret, repr(relay))
+        for shown in (*relays.values(), parse(data | {"generic": {"tokens": {"ci": "tok-en"}}}, environ)):
+            for secret in ("env.example", "from-env", "mail-pw", "tok-en"):
+                self.assertNotIn(secret, repr(shown))
 
     def test_mistakes_are_named(self) -> None:
         for table, words in (
@@ -325,6 +338,7 @@ class SettingsTests(unittest.SynchronousTestCase):
             ({"kind": "smtp", "to": ["not-an-address"]}, "to must be"),
             ({"kind": "slack", "url": "https://x", "transitions": ["broke"]}, "transitions must be"),
             ({"kind": "slack", "url": "https://x", "give_up_after": 0}, "give_up_after must be"),
+            ({"kind": "slack", "url": "https://x", "timeout": 600}, "timeout must be at most 120"),
             ({"kind": "slack", "url": "https://x", "colour": "red"}, "unknown key"),
         ):
             with self.assertRaises(RelaySettingsError) as raised:
@@ -351,6 +365,8 @@ class OutcomeTests(unittest.SynchronousTestCase):
         self.assertEqual(retry_after("Tue, 01 Dec 2026 12:02:30 GMT", now), 150.0)
         self.assertEqual(retry_after("Tue, 01 Dec 2026 11:00:00 GMT", now), 0.0)
         self.assertIsNone(retry_after("soon", now))
+        self.assertIsNone(retry_after("\u00b2", now))  # a digit to str.isdigit, not a number
+        self.assertEqual(retry_after("9" * 40, now), RETRY_AFTER_CAP)  # now + it must stay a date
         self.assertIsNone(retry_after(None, now))
 
     def test_backoff_doubles_with_jitter_up_to_the_cap(self) -> None:
@@ -362,6 +378,8 @@ class OutcomeTests(unittest.SynchronousTestCase):
         verify = documented_verify()
         self.assertTrue(verify("k", b'{"a":1}', signature("k", b'{"a":1}')))
         self.assertEqual(signature("k", b"")[:7], "sha256=")
+        self.assertFalse(verify("k", b"{}", "sha256=\u00e9"))  # refused, not a TypeError
+        self.assertFalse(verify("k", b"{}", ""))
 
 
 class ReceiverTestsDoNotLeak(unittest.TestCase):
@@ -410,3 +428,108 @@ class OutboxHookTests:
 
 
 per_backend(OutboxHookTests, globals())
+
+
+class MailErrorTests(unittest.TestCase):
+    async def test_a_refused_login_keeps_the_password_out_of_the_error(self) -> None:
+        import base64
+
+        from twisted.internet import reactor
+
+        from buildnotify.relays import mail
+        from buildnotify.relays.outcome import DEAD
+        from tests.relay_receivers import RefusingAuthServer
+
+        server = RefusingAuthServer.listen(self)
+        relay = parse_relay(
+            "mail",
+            {
+                "kind": "smtp",
+                "host": "127.0.0.1",
+                "port": server.port,
+                "to": ["team@example.com"],
+                "username": "hub",
+                "password": "pa55word",
+                "timeout": 5,
+            },
+            "test",
+        )
+        body = json.dumps({"to": ["team@example.com"], "subject": "s", "text": "t"})
+        message = outbox.Claimed(1, "mail", body, 0, utcnow())
+        outcome = await mail.send(relay, message, utcnow(), reactor)
+        self.assertEqual(outcome.kind, DEAD)
+        self.assertIn("535", outcome.error)
+        self.assertTrue(any(b"AUTH" in line for line in server.lines))  # the password did go out
+        for form in (b"pa55word", base64.b64encode(b"hub\0hub\0pa55word")):
+            self.assertNotIn(form.decode(), outcome.error)
+        self.assertNotIn("AUTH", outcome.error)
+
+
+class RenderTests(unittest.SynchronousTestCase):
+    """Event fields come from webhooks: in a chat message they ping no one."""
+
+    def event(self, **fields: Any) -> Any:
+        from buildnotify.events import Author, BuildEvent, Transition
+
+        values: dict[str, Any] = {
+            "provider": "generic",
+            "project": "acme/widget",
+            "pipeline": "ci",
+            "build_id": "1",
+            "status": Status.FAILURE,
+            "branch": "<!channel> @here",
+            "author": Author(name="@everyone <@123> <@&456>"),
+            "build_number": 1,
+            "url": "https://ci.example.com/1?a=1&b=<2>",
+            "transition": Transition.FAILED,
+            "id": 7,
+        }
+        return BuildEvent(**values | fields)
+
+    def body(self, kind: str, event: Any) -> dict[str, Any]:
+        from buildnotify.relays import render
+
+        relay = parse_relay("r", {"kind": kind, "url": "https://x.example/hook"}, "test")
+        return json.loads(render.body(relay, event, []))
+
+    def test_slack_text_cannot_ping(self) -> None:
+        text = self.body("slack", self.event())["text"]
+        self.assertNotIn("<", text)
+        self.assertNotRegex(text, r"@\w")
+        self.assertIn("&lt;!channel&gt; @\u200bhere", text)
+        self.assertIn("https://ci.example.com/1?a=1&amp;b=&lt;2&gt;", text)  # the link unbroken
+
+    def test_discord_content_cannot_ping(self) -> None:
+        body = self.body("discord", self.event())
+        self.assertEqual(body["allowed_mentions"], {"parse": []})
+        self.assertNotRegex(body["content"], r"@\w")
+        self.assertIn("https://ci.example.com/1?a=1&b=<2>", body["content"])
+
+    def test_a_huge_link_is_left_out(self) -> None:
+        from buildnotify.relays import render
+
+        event = self.event(url="https://ci.example.com/" + "x" * 100_000)
+        for kind in ("slack", "discord", "webhook"):
+            body = self.body(kind, event)
+            self.assertLess(len(json.dumps(body)), 5000, kind)
+        self.assertIsNone(self.body("webhook", event)["event"]["url"])
+        self.assertEqual(render.link(self.event()), "https://ci.example.com/1?a=1&b=<2>")
+
+
+class HttpErrorTests(unittest.TestCase):
+    async def test_a_url_treq_cannot_parse_is_not_quoted_in_the_error(self) -> None:
+        from treq.client import HTTPClient
+        from twisted.internet import reactor
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from buildnotify.relays import http
+
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        client = HTTPClient(Agent(reactor, pool=pool))
+        message = outbox.Claimed(1, "chat", "{}", 0, utcnow())
+        for url in ("https://[::1/services/T0/B0/TOKEN", "https://hooks.example:x/services/T0/B0/TOKEN"):
+            relay = parse_relay("chat", {"kind": "slack", "url": url, "timeout": 5}, "test")
+            outcome = await http.post(client, relay, message, utcnow(), reactor)
+            self.assertEqual(outcome.kind, "retry")
+            self.assertNotIn("TOKEN", outcome.error)

@@ -101,8 +101,8 @@ class ProviderConfig:
     ``tokens`` maps a source name (for logs) to its token, for providers that
     authenticate per source (jenkins, generic). Empty means unauthenticated."""
 
-    secret: str | None = None
-    tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    secret: str | None = dataclasses.field(default=None, repr=False)  # secrets stay out of reprs
+    tokens: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     replay_window: float = 300.0  # seconds, for timestamped signatures
 
     @property

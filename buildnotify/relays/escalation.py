@@ -25,7 +25,7 @@ from twisted.internet.task import LoopingCall
 
 from buildnotify.events import BuildEvent
 from buildnotify.relays import outbox, render
-from buildnotify.relays.settings import EscalationSettings, RelaySettings
+from buildnotify.relays.settings import EscalationSettings, RelaySettings, mailable
 from buildnotify.store.accounts import AccountError
 from buildnotify.store.rows import event_from_row
 from buildnotify.store.schema import alerts, developers, events, identities, watches
@@ -89,7 +89,7 @@ def escalate_due(
         to = _recipients(conn, relay, row["alert_developer_id"], event)
         if to is None:
             log.warning(
-                "alert %d of %s: relay %s mails the author, who has no email address; not escalated",
+                "alert %d of %s: relay %s mails the author, who has no usable email address; not escalated",
                 row["alert_id"],
                 row["developer_name"],
                 relay.name,
@@ -124,7 +124,7 @@ def _recipients(
         .limit(1)
     )
     found = own or event.author.email
-    return [found] if found else None
+    return [found] if mailable(found) else None
 
 
 class Escalation:

@@ -39,7 +39,7 @@ async def post(client: Any, relay: RelaySettings, message: Claimed, now: datetim
         response = await client.post(relay.url, data=body, headers=headers, timeout=relay.timeout)
         answer = await _some_of(response, relay.timeout, reactor)
     except Exception as e:  # the network, a timeout, a TLS failure: all worth another try
-        return Outcome(RETRY, f"could not reach the receiver: {_describe(e)}")
+        return Outcome(RETRY, f"could not reach the receiver: {_without(relay, _describe(e))}")
     code = response.code
     error = f"HTTP {code}" + (f": {printable(answer, ANSWER_KEPT)}" if answer else "")
     if 200 <= code < 300:
@@ -63,6 +63,18 @@ async def _some_of(response: Any, timeout: float, reactor: Any) -> str:
     with contextlib.suppress(Exception):  # the status is what counts; a body cut short does not change it
         await reading
     return kept.decode("utf-8", "replace").strip()
+
+
+def _without(relay: RelaySettings, text: str) -> str:
+    """``text`` with the relay's URL (or its path, where a webhook's token is)
+    blotted out: a URL parser's error quotes what it could not parse."""
+    url = relay.url or ""
+    rest = url.partition("://")[2]
+    path = rest[rest.find("/") :] if "/" in rest else ""  # not urlsplit: it refuses what treq does
+    for secret in (url, path if len(path) > 1 else ""):
+        if secret:
+            text = text.replace(secret, "<url>").replace(printable(secret), "<url>")
+    return text
 
 
 def _describe(error: Exception) -> str:

@@ -42,8 +42,8 @@ async def send(relay: RelaySettings, message: Claimed, now: datetime, reactor: A
     recipients, data = compose(relay, message, now)
     done: Deferred[Any] = Deferred()
     factory = ESMTPSenderFactory(
-        relay.username,
-        relay.password,
+        relay.username.encode() if relay.username is not None else None,  # Twisted's AUTH wants bytes
+        (relay.password or "").encode() if relay.username is not None else None,
         relay.sender,
         recipients,
         BytesIO(data),
@@ -56,13 +56,23 @@ async def send(relay: RelaySettings, message: Claimed, now: datetime, reactor: A
         hostname=relay.host,
     )
     connector = reactor.connectTCP(relay.host, relay.port, factory, timeout=relay.timeout)
+    # the client's timeout is per answer: a server that dribbles must still not outlast the lease
+    done.addTimeout(2 * relay.timeout, reactor)
     try:
         await done
     except SMTPClientError as e:
         permanent = e.code is not None and 500 <= e.code < 600
-        return Outcome(DEAD if permanent else RETRY, f"mail server: {printable(e)}")
+        return Outcome(DEAD if permanent else RETRY, f"mail server: {_answer(e)}")
     except Exception as e:
         return Outcome(RETRY, f"could not reach the mail server: {printable(f'{type(e).__name__}: {e}')}")
     finally:
         connector.disconnect()
     return Outcome(SENT)
+
+
+def _answer(error: SMTPClientError) -> str:
+    """The server's answer only: ``str(error)`` appends Twisted's transcript
+    of the session, whose ``AUTH PLAIN`` line carries the password."""
+    resp = error.resp.decode("utf-8", "replace") if isinstance(error.resp, bytes) else str(error.resp)
+    code = f"{error.code:03d} " if error.code is not None and error.code > 0 else ""
+    return printable(code + resp)

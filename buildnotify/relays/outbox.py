@@ -17,12 +17,15 @@ from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, exists, func, insert, or_, select, update
 
+from buildnotify.store.schema import alerts
 from buildnotify.store.schema import relay_messages as messages
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
 STATES = (PENDING, SENT, DEAD)
+#: the last error of an escalation dropped because its alert was acked before it was sent
+ACKED = "not sent: the alert was acked first"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,17 @@ def claim(
     if not relays:
         return []
     c = messages.c
+    acked = exists().where(alerts.c.id == c.alert_id, alerts.c.acked_at.is_not(None))
+    conn.execute(  # an escalation not sent yet (its relay failing) whose alert was acked meanwhile
+        update(messages)
+        .where(
+            c.state == PENDING,
+            c.alert_id.is_not(None),
+            acked,
+            or_(c.leased_until.is_(None), c.leased_until <= now),  # not in flight on another node
+        )
+        .values(state=DEAD, last_error=ACKED, leased_by=None, leased_until=None)
+    )
     due = (
         select(c.id)
         .where(

@@ -14,6 +14,8 @@ SENT, RETRY, DEAD = "sent", "retry", "dead"
 BACKOFF_BASE = 10.0
 #: ... up to this
 BACKOFF_CAP = 3600.0
+#: a longer Retry-After is read as this (a message gives up within a day by default anyway)
+RETRY_AFTER_CAP = 7 * 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +39,12 @@ def retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # not str.isdigit alone: "²" is a digit, and no number
+        return min(float(value), RETRY_AFTER_CAP)  # a huge one would overflow the next attempt's date
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None or when.tzinfo is None:
         return None
-    return max(0.0, (when - now).total_seconds())
+    return min(RETRY_AFTER_CAP, max(0.0, (when - now).total_seconds()))

@@ -26,14 +26,15 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from buildnotify.relays import http, mail, outbox
 from buildnotify.relays.outcome import RETRY, SENT, Outcome, backoff
-from buildnotify.relays.settings import RelaySettings
+from buildnotify.relays.settings import MAX_TIMEOUT, RelaySettings
 
 log = logging.getLogger("buildnotify.relays")
 
 #: messages claimed per pass (and sent at once)
 BATCH = 50
-#: how long a claim is ours: longer than any attempt takes (a relay's timeout)
+#: how long a claim is ours: longer than any attempt takes (twice a relay's timeout at most)
 LEASE = timedelta(minutes=5)
+assert LEASE.total_seconds() > 2 * MAX_TIMEOUT + 30
 
 #: told of each outcome: (relay name, "sent" | "retry" | "dead"); the metrics
 Counted = Callable[[str, str], None]

@@ -16,7 +16,13 @@ from buildnotify.events import BuildEvent
 from buildnotify.relays import outbox, render
 from buildnotify.relays.escalation import Escalation
 from buildnotify.relays.sender import Counted, RelaySender
-from buildnotify.relays.settings import EscalationSettings, RelaySettings, parse_escalation, parse_relays
+from buildnotify.relays.settings import (
+    EscalationSettings,
+    RelaySettings,
+    mailable,
+    parse_escalation,
+    parse_relays,
+)
 
 log = logging.getLogger("buildnotify.relays")
 
@@ -86,8 +92,8 @@ class RelayService:
                     continue
                 try:
                     to = list(relay.to) if not relay.to_author else [event.author.email]
-                    if relay.kind == "smtp" and not all(to):
-                        continue  # to = "author", and the commit has no author email
+                    if relay.kind == "smtp" and relay.to_author and not mailable(event.author.email):
+                        continue  # no author email, or not one plain address (a webhook's word)
                     rows.append(
                         {"relay": relay.name, "event_id": event.id, "body": render.body(relay, event, to)}
                     )

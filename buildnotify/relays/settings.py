@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,20 @@ KINDS = ("slack", "discord", "webhook", "smtp")
 DEFAULT_TRANSITIONS = (Transition.FAILED.value, Transition.FIXED.value)
 #: ``to = "author"``: mail the commit's author (an escalation: the developer)
 AUTHOR = "author"
+#: the longest ``timeout``: an attempt (at most twice it: the answer, then its
+#: body) must end well inside the sender's lease, or another node would claim
+#: the message and send it while this one still waits for its answer
+MAX_TIMEOUT = 120.0
+
+
+# one bare address, ASCII: what an author's email from a webhook must be to be mailed
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def mailable(address: str | None) -> bool:
+    """Whether ``address`` (an author's email, from a webhook) is one plain
+    address: not a list (``a@x, b@y``), not a display name, no spaces."""
+    return bool(address) and _ADDRESS.fullmatch(address) is not None
 
 
 class RelaySettingsError(ValueError):
@@ -104,6 +119,8 @@ def parse_relay(name: str, table: Any, where: str) -> RelaySettings:
     for key in _NUMBER_KEYS:
         if key in table:
             values[key] = _positive(table[key], f"{where}: {key}")
+    if values.get("timeout", 0) > MAX_TIMEOUT:
+        raise RelaySettingsError(f"{where}: timeout must be at most {MAX_TIMEOUT:g} seconds")
     for key in _LIST_KEYS:
         if key in table:
             items = table[key]
