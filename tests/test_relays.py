@@ -187,9 +187,14 @@ class RelayHubTests:
         await self.settle()
         [request] = receiver.requests
         verify = documented_verify()
-        self.assertTrue(verify("s3cret", request.body, request.headers["x-buildnotify-signature"]))
-        self.assertFalse(verify("other", request.body, request.headers["x-buildnotify-signature"]))
-        self.assertFalse(verify("s3cret", request.body + b" ", request.headers["x-buildnotify-signature"]))
+        delivery, signed = (
+            request.headers["x-buildnotify-delivery"],
+            request.headers["x-buildnotify-signature"],
+        )
+        self.assertTrue(verify("s3cret", delivery, request.body, signed))
+        self.assertFalse(verify("other", delivery, request.body, signed))
+        self.assertFalse(verify("s3cret", delivery, request.body + b" ", signed))
+        self.assertFalse(verify("s3cret", delivery + "0", request.body, signed))  # replayed under another id
         body = json.loads(request.body)
         self.assertEqual(
             (body["kind"], body["event"]["id"], body["event"]["transition"]), ("event", event_id, "failed")
@@ -376,10 +381,11 @@ class OutcomeTests(unittest.SynchronousTestCase):
 
     def test_signature_is_hmac_sha256_of_the_body(self) -> None:
         verify = documented_verify()
-        self.assertTrue(verify("k", b'{"a":1}', signature("k", b'{"a":1}')))
-        self.assertEqual(signature("k", b"")[:7], "sha256=")
-        self.assertFalse(verify("k", b"{}", "sha256=\u00e9"))  # refused, not a TypeError
-        self.assertFalse(verify("k", b"{}", ""))
+        self.assertTrue(verify("k", "7", b'{"a":1}', signature("k", "7", b'{"a":1}')))
+        self.assertFalse(verify("k", "8", b'{"a":1}', signature("k", "7", b'{"a":1}')))
+        self.assertEqual(signature("k", "7", b"")[:7], "sha256=")
+        self.assertFalse(verify("k", "7", b"{}", "sha256=\u00e9"))  # refused, not a TypeError
+        self.assertFalse(verify("k", "7", b"{}", ""))
 
 
 class ReceiverTestsDoNotLeak(unittest.TestCase):

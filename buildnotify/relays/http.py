@@ -34,7 +34,7 @@ async def post(client: Any, relay: RelaySettings, message: Claimed, now: datetim
         DELIVERY_HEADER: [str(message.id)],
     }
     if relay.kind == "webhook" and relay.secret:
-        headers[SIGNATURE_HEADER] = [signature(relay.secret, body)]
+        headers[SIGNATURE_HEADER] = [signature(relay.secret, str(message.id), body)]
     try:
         response = await client.post(relay.url, data=body, headers=headers, timeout=relay.timeout)
         answer = await _some_of(response, relay.timeout, reactor)
