@@ -90,6 +90,18 @@ class BusTests:
         self.assertEqual(claims[0].node, "node1")
         self.assertLess(claims[0].id, claims[1].id)
 
+    async def test_a_write_and_its_message_are_one(self) -> None:
+        """What write_and_publish's operation returns is its result; its body
+        (if any) reaches the consumers, committed with the write."""
+        claims: list[Message] = []
+        self.bus.subscribe("claim", claims.append)
+        stored = await self.bus.write_and_publish("claim", lambda conn: (_events(conn), {"said": 1}))
+        self.assertEqual(stored, 0)
+        self.assertIsNone(await self.bus.write_and_publish("claim", lambda conn: (None, None)))
+        await self.bus.publish("claim", {"said": 2})
+        await wait_until(lambda: len(claims) == 2, what="both messages")
+        self.assertEqual([m.body for m in claims], [{"said": 1}, {"said": 2}])
+
     async def test_a_consumer_that_raises_breaks_neither_producer_nor_others(self) -> None:
         heard: list[Message] = []
 
@@ -133,6 +145,10 @@ class BusTests:
         await later.start()
         self.assertEqual(later.head, recorded.events[0].id)
         self.assertEqual(heard, [])
+
+
+def _events(conn: Any) -> int:
+    return conn.execute(text("select count(*) from events")).scalar_one()
 
 
 per_backend(BusTests, globals())

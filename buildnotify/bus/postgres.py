@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -27,7 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from buildnotify.alerts import Alert
-from buildnotify.bus.base import Bus, Message, encode
+from buildnotify.bus.base import Bus, Message, T, encode
 from buildnotify.events import BuildEvent
 from buildnotify.metrics import Metrics
 from buildnotify.store import Store, queries, stream
@@ -85,6 +86,22 @@ class PostgresBus(Bus):
         d = self.store.write(send)
         d.addCallback(lambda message_id: Message(message_id, kind, json.loads(text), self.node))
         return d
+
+    def write_and_publish(
+        self, kind: str, operation: Callable[[Connection], tuple[T, dict[str, Any] | None]]
+    ) -> Deferred[T]:
+        def write(conn: Connection) -> T:
+            # the stream's lock first, before the operation locks any row: a
+            # second change of the row (on any node) waits for this commit and
+            # gets a higher message id, and no lock is taken in the opposite
+            # order to a transaction that stores events (which clears claims)
+            self.stream.append(conn, stream.MESSAGES)
+            result, body = operation(conn)
+            if body is not None:
+                stream.send(conn, kind, self.node, encode(body))
+            return result
+
+        return self.store.write(write)
 
     # -- reading ---------------------------------------------------------------------
 
