@@ -138,6 +138,7 @@ class OneHubTests(NodesTestCase):
         await one.build("acme/widget", 1, "failure")
         await delivered(watching)
         self.assertEqual(mind.events, [])
+        self.assertNotIn("alice", two.hub.service.mutes, "node2 holds no observer of alice's: no mutes kept")
         await settings.callRemote("unmute", "acme/widget")
         after = await two.build("acme/widget", 2, "failure")
         await wait_until(lambda: mind.events, what=f"event {after} once unmuted")

@@ -565,7 +565,13 @@ class PBService:
         return self.bus.write_and_publish("claim", operation)
 
     def muted(self, developer: str, project: str, until: datetime | None) -> None:
-        mine = self.mutes.setdefault(developer, {})
+        """Apply a mute to the developer's sessions here. Only a developer whose
+        mutes this node loaded (an observer session here, load_mutes) is kept:
+        every node hears every mute on the bus, and a later login reads them
+        from the store."""
+        mine = self.mutes.get(developer)
+        if mine is None:
+            return
         if until is None:
             mine.pop(project, None)
         else:
