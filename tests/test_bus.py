@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
@@ -90,6 +91,18 @@ class BusTests:
         self.assertEqual(claims[0].node, "node1")
         self.assertLess(claims[0].id, claims[1].id)
 
+    async def test_a_write_and_its_message_are_one(self) -> None:
+        """What write_and_publish's operation returns is its result; its body
+        (if any) reaches the consumers, committed with the write."""
+        claims: list[Message] = []
+        self.bus.subscribe("claim", claims.append)
+        stored = await self.bus.write_and_publish("claim", lambda conn: (_events(conn), {"said": 1}))
+        self.assertEqual(stored, 0)
+        self.assertIsNone(await self.bus.write_and_publish("claim", lambda conn: (None, None)))
+        await self.bus.publish("claim", {"said": 2})
+        await wait_until(lambda: len(claims) == 2, what="both messages")
+        self.assertEqual([m.body for m in claims], [{"said": 1}, {"said": 2}])
+
     async def test_a_consumer_that_raises_breaks_neither_producer_nor_others(self) -> None:
         heard: list[Message] = []
 
@@ -133,6 +146,10 @@ class BusTests:
         await later.start()
         self.assertEqual(later.head, recorded.events[0].id)
         self.assertEqual(heard, [])
+
+
+def _events(conn: Any) -> int:
+    return conn.execute(text("select count(*) from events")).scalar_one()
 
 
 per_backend(BusTests, globals())
@@ -244,3 +261,41 @@ class SeveralNodesTests(unittest.TestCase):
         expected = [r.events[0].id for r in recorded]
         await wait_until(lambda: heard == expected, what=missing_events(expected, heard))
         self.flushLoggedErrors()
+
+    async def test_a_stopped_bus_hands_nothing_on(self) -> None:
+        """The hub stops the bus before the store: a commit meanwhile (the
+        writer finishing its queue) must not start a read or a dispatch."""
+        (store1, bus1), _ = await self.start_nodes(poll=3600.0)
+        heard: list[int] = []
+        bus1.subscribe_events(lambda events, _alerts: heard.extend(e.id for e in events))
+        bus1.stop()
+        await store1.record(delivery(build(1, Status.FAILURE)))
+        bus1.poke()
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(heard, [])
+
+    async def test_a_listen_connection_lost_at_once_is_retried_with_backoff(self) -> None:
+        """A connection that LISTENs but fails on its first wait (psycopg
+        without notifies(timeout=...), a proxy that drops it) must not make
+        the thread reconnect in a loop, flooding the log and the database."""
+        url = database_url(self, "postgresql")
+        store, bus = open_node(self, url, "node1", poll=3600.0)
+        connects: list[float] = []
+
+        class Broken:
+            def notifies(self, timeout: float) -> Any:
+                raise TypeError("notifies() got an unexpected keyword argument 'timeout'")
+
+            def close(self) -> None:
+                pass
+
+        def connect() -> Broken:
+            connects.append(1)
+            return Broken()
+
+        bus._connect = connect  # type: ignore[attr-defined]
+        with self.assertLogs("buildnotify.bus", "WARNING"):
+            await bus.start()
+            await deferLater(reactor, 1.2, lambda: None)
+        self.assertLessEqual(len(connects), 3)
+        self.assertGreaterEqual(len(connects), 2)

@@ -13,13 +13,15 @@ from typing import Any
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.spread import pb
 from twisted.trial import unittest
 
 from buildnotify.config import PBSettings
-from buildnotify.store import database, retention
+from buildnotify.store import database, personal, retention
 from tests.pbclient import Client, RecordingMind, add_developer, delivered, missing_events, wait_until
 from tests.support import RunningHub, database_url
 
@@ -89,6 +91,42 @@ class OneHubTests(NodesTestCase):
         await alice.callRemote("claim", "acme/widget", "ci", "main")
         await wait_until(lambda: late.claims, what="the claim at a later observer on node1")
 
+    async def test_claims_racing_on_two_nodes_end_as_the_database_has_them(self) -> None:
+        """alice claims on node1, bob takes the claim over on node2 while node1
+        is slow to tell the others (its reactor busy, its writer queue long):
+        every node must end showing bob's claim, as stored, not alice's."""
+        one, two = await self.start_nodes()
+        alice_token = await add_developer(self.store, "alice")
+        bob_token = await add_developer(self.store, "bob")
+        observers = [await self.observer(node, ["acme/widget"]) for node in (one, two)]  # kept
+        await one.build("acme/widget", 1, "failure")
+        _, alice = await self.login(one, "alice", alice_token)  # clientless: claims only
+        _, bob = await self.login(two, "bob", bob_token)
+        slow = Deferred()
+        publish = one.hub.bus.publish
+
+        def slow_publish(kind: str, body: dict[str, Any]) -> Deferred:
+            if kind != "claim":
+                return publish(kind, body)
+            return slow.addCallback(lambda _: publish(kind, body))
+
+        one.hub.bus.publish = slow_publish  # type: ignore[method-assign]
+        first = alice.callRemote("claim", "acme/widget", "ci", "main", "alice's")
+        stored = lambda: self.store.read(personal.claims_for, projects=["acme/widget"])  # noqa: E731
+        while not [c for c in await stored() if c["developer"] == "alice"] and not first.called:
+            await deferLater(reactor, 0.01, lambda: None)
+        await bob.callRemote("claim", "acme/widget", "ci", "main", "bob's")
+        slow.callback(None)
+        await first
+        [claim] = await stored()
+        self.assertEqual(claim["developer"], "bob")
+        for n, (watcher, *_kept) in enumerate(observers):
+            await wait_until(lambda w=watcher: len(w.claims) >= 2, what=f"both claims on node{n + 1}")
+            await delivered(_kept[0])
+            self.assertEqual(watcher.claims[-1]["developer"], "bob", f"the claim shown on node{n + 1}")
+            late = await self.observer((one, two)[n], ["acme/widget"])
+            self.assertEqual([c["developer"] for c in late[3]["claims"]], ["bob"], f"node{n + 1}'s rooms")
+
     async def test_a_mute_made_on_one_node_applies_on_the_other(self) -> None:
         one, two = await self.start_nodes()
         token = await add_developer(self.store, "alice")
@@ -100,6 +138,7 @@ class OneHubTests(NodesTestCase):
         await one.build("acme/widget", 1, "failure")
         await delivered(watching)
         self.assertEqual(mind.events, [])
+        self.assertNotIn("alice", two.hub.service.mutes, "node2 holds no observer of alice's: no mutes kept")
         await settings.callRemote("unmute", "acme/widget")
         after = await two.build("acme/widget", 2, "failure")
         await wait_until(lambda: mind.events, what=f"event {after} once unmuted")

@@ -8,8 +8,9 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy import Connection
 from twisted.internet.defer import Deferred
 
 from buildnotify.alerts import Alert
@@ -18,6 +19,7 @@ from buildnotify.metrics import Metrics
 from buildnotify.store.batch import Recorded
 
 log = logging.getLogger("buildnotify.bus")
+T = TypeVar("T")
 
 #: Told of committed events in stream order: ``listener(events, alerts)``.
 EventListener = Callable[[Sequence[BuildEvent], Sequence[Alert]], None]
@@ -67,6 +69,16 @@ class Bus:
     def publish(self, kind: str, body: dict[str, Any]) -> Deferred[Message]:
         """Send ``body`` (plain JSON data) to every node's consumers of ``kind``,
         this one's included; fires with the message once it is sent."""
+        raise NotImplementedError
+
+    def write_and_publish(
+        self, kind: str, operation: Callable[[Connection], tuple[T, dict[str, Any] | None]]
+    ) -> Deferred[T]:
+        """Run ``operation(connection)`` on the store's writer; it returns
+        (result, body): ``body`` (None: nothing to say) is published as a
+        message of ``kind`` committed with the operation's writes, so that
+        every node sees changes of one row in the order they were stored
+        (two claims of one build made on two nodes). Fires with ``result``."""
         raise NotImplementedError
 
     # -- consumers -------------------------------------------------------------------

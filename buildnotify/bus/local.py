@@ -4,11 +4,13 @@ from producer to consumers on the reactor thread."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import Connection
 from twisted.internet.defer import Deferred, succeed
 
-from buildnotify.bus.base import Bus, Message, encode
+from buildnotify.bus.base import Bus, Message, T, encode
 from buildnotify.metrics import Metrics
 from buildnotify.store import Store, queries
 from buildnotify.store.batch import Recorded
@@ -31,3 +33,16 @@ class LocalBus(Bus):
         message = Message(self._last_message, kind, json.loads(encode(body)), self.node)
         self._dispatch(message)
         return succeed(message)
+
+    def write_and_publish(
+        self, kind: str, operation: Callable[[Connection], tuple[T, dict[str, Any] | None]]
+    ) -> Deferred[T]:
+        # one writer, and the callbacks of its commits run in commit order:
+        # publishing after the commit keeps the order of the writes
+        def publish(outcome: tuple[T, dict[str, Any] | None]) -> T:
+            result, body = outcome
+            if body is not None:
+                self.publish(kind, body)
+            return result
+
+        return self.store.write(operation).addCallback(publish)

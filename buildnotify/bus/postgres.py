@@ -20,6 +20,8 @@ import contextlib
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -27,7 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from buildnotify.alerts import Alert
-from buildnotify.bus.base import Bus, Message, encode
+from buildnotify.bus.base import Bus, Message, T, encode
 from buildnotify.events import BuildEvent
 from buildnotify.metrics import Metrics
 from buildnotify.store import Store, queries, stream
@@ -37,6 +39,8 @@ log = logging.getLogger("buildnotify.bus")
 
 #: events or messages read at a time
 PAGE = 1000
+#: seconds a LISTEN connection must last for a reconnect to be immediate
+STEADY = 10.0
 
 
 class PostgresBus(Bus):
@@ -66,6 +70,7 @@ class PostgresBus(Bus):
         self._poll.start(self._interval, now=False)
 
     def stop(self) -> None:
+        """Hand nothing more on: a commit or a notification after this reads nothing."""
         self._stopping.set()
         if self._poll.running:
             self._poll.stop()
@@ -86,12 +91,30 @@ class PostgresBus(Bus):
         d.addCallback(lambda message_id: Message(message_id, kind, json.loads(text), self.node))
         return d
 
+    def write_and_publish(
+        self, kind: str, operation: Callable[[Connection], tuple[T, dict[str, Any] | None]]
+    ) -> Deferred[T]:
+        def write(conn: Connection) -> T:
+            # the stream's lock first, before the operation locks any row: a
+            # second change of the row (on any node) waits for this commit and
+            # gets a higher message id, and no lock is taken in the opposite
+            # order to a transaction that stores events (which clears claims)
+            self.stream.append(conn, stream.MESSAGES)
+            result, body = operation(conn)
+            if body is not None:
+                stream.send(conn, kind, self.node, encode(body))
+            return result
+
+        return self.store.write(write)
+
     # -- reading ---------------------------------------------------------------------
 
     def poke(self) -> None:
         """Something may be new: read it (once at a time; a poke meanwhile
         makes the reader look again)."""
         self._pending.clear()
+        if self._stopping.is_set():  # the store may be stopping too: no read, no dispatch
+            return
         if self._reading:
             self._again = True
             return
@@ -105,10 +128,12 @@ class PostgresBus(Bus):
                 events, alerts, rows = await self.store.read(
                     _news, after_event=self.head, after_message=self.last_message
                 )
+                if self._stopping.is_set():
+                    break
                 self._hand_on(
                     events, alerts, [Message(i, kind, json.loads(body), node) for i, kind, node, body in rows]
                 )
-                if not self._again and len(events) < PAGE and len(rows) < PAGE:
+                if self._stopping.is_set() or (not self._again and len(events) < PAGE and len(rows) < PAGE):
                     break
         except Exception as e:  # the database is away: the poll (or the reconnect) tries again
             log.warning("could not read what the bus announced: %s", e)
@@ -160,7 +185,7 @@ class PostgresBus(Bus):
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            delay = 0.5
+            connected_at = time.monotonic()
             self.connected.set()
             self._poke_from_thread()  # read whatever came while we were not listening
             self.reactor.callFromThread(self._dispatch, Message(0, stream.ACCESS, {}, "database"))
@@ -180,13 +205,22 @@ class PostgresBus(Bus):
                 self.connected.clear()
                 with contextlib.suppress(Exception):
                     conn.close()
+            if time.monotonic() - connected_at < STEADY:  # lost at once: back off, no reconnect loop
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                delay = 0.5
 
     def _connect(self) -> Any:
         raw = self.store.engine.raw_connection()
         raw.detach()  # ours for good: not returned to the pool
         conn = raw.dbapi_connection
-        conn.autocommit = True
-        conn.execute(f'LISTEN "{self.stream.channel}"')
+        try:
+            conn.autocommit = True
+            conn.execute(f'LISTEN "{self.stream.channel}"')
+        except BaseException:
+            conn.close()  # detached: no pool would ever close it
+            raise
         return conn
 
     def _poke_from_thread(self) -> None:

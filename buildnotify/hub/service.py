@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, DeferredLock
@@ -533,19 +533,45 @@ class PBService:
             p: s["muted_until"] for p, s in saved.items() if s["muted_until"]
         }
 
-    async def mute(self, developer: str, project: str, until: datetime | None) -> None:
-        """Apply a mute (None: unmute) here at once and on every node through the bus."""
-        self.muted(developer, project, until)
-        body = {"developer": developer, "project": project, "until": until.isoformat() if until else None}
-        await self.bus.publish("mute", body)
+    async def mute(self, developer: Developer, project: str, until: datetime | None) -> None:
+        """Store a mute (None: unmute) and apply it here and on every node
+        through the bus, its message committed with it (bus order is store order)."""
+        body = {
+            "developer": developer.name,
+            "project": project,
+            "until": until.isoformat() if until else None,
+        }
 
-    async def claim_changed(self, claim: dict[str, Any], state: str) -> None:
-        """Tell every node's observers (this one's through the bus too) that
-        ``claim`` was "claimed" or "released"."""
-        await self.bus.publish("claim", claim_wire(claim) | {"state": state})
+        def operation(conn: Connection) -> tuple[None, dict[str, Any]]:
+            personal.set_muted(conn, developer.id, project, until)
+            return None, body
+
+        await self.bus.write_and_publish("mute", operation)
+        self.muted(developer.name, project, until)
+
+    def change_claim(
+        self, change: Callable[[Connection], dict[str, Any] | None], state: str
+    ) -> Deferred[dict[str, Any] | None]:
+        """Store a claim change: ``change`` returns the claim it made
+        ("claimed") or released ("released"), or None if nothing changed.
+        Every node's observers (this one's through the bus too) are told in
+        the same transaction, so every node sees claims in the order stored.
+        Fires with the claim."""
+
+        def operation(conn: Connection) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            claim = change(conn)
+            return claim, None if claim is None else claim_wire(claim) | {"state": state}
+
+        return self.bus.write_and_publish("claim", operation)
 
     def muted(self, developer: str, project: str, until: datetime | None) -> None:
-        mine = self.mutes.setdefault(developer, {})
+        """Apply a mute to the developer's sessions here. Only a developer whose
+        mutes this node loaded (an observer session here, load_mutes) is kept:
+        every node hears every mute on the bus, and a later login reads them
+        from the store."""
+        mine = self.mutes.get(developer)
+        if mine is None:
+            return
         if until is None:
             mine.pop(project, None)
         else:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -90,9 +90,11 @@ class SessionHost(Protocol):
 
     def is_muted(self, session: ObserverSession, project: str) -> bool: ...
 
-    async def mute(self, developer: str, project: str, until: datetime | None) -> None: ...
+    async def mute(self, developer: Developer, project: str, until: datetime | None) -> None: ...
 
-    async def claim_changed(self, claim: dict[str, Any], state: str) -> None: ...
+    def change_claim(
+        self, change: Callable[[Any], dict[str, Any] | None], state: str
+    ) -> Deferred[dict[str, Any] | None]: ...
 
 
 class Session(pb.Avatar):
@@ -253,26 +255,24 @@ class Session(pb.Avatar):
             )
 
         def write(conn: Any) -> dict[str, Any]:
-            return personal.claim(conn, project, pipeline, branch, developer.name, note, utcnow())
+            claim = personal.claim(conn, project, pipeline, branch, developer.name, note, utcnow())
+            claim.pop("replaced", None)
+            return claim
 
-        claim = await self.service.store.write(write)
-        claim.pop("replaced", None)
-        await self.service.claim_changed(claim, "claimed")
-        return claim_wire(claim)
+        claim = await self.service.change_claim(write, "claimed")
+        return claim_wire(claim)  # type: ignore[arg-type]
 
     async def perspective_unclaim(self, project: str, pipeline: str, branch: str | None = None) -> bool:
         developer = self._require_developer("release claims")
         project, pipeline = arguments.text(project, "project"), arguments.text(pipeline, "pipeline")
         branch = arguments.optional_text(branch, "branch")
 
-        def write(conn: Any) -> bool:
-            return personal.unclaim(conn, project, pipeline, branch, developer.name)
+        def write(conn: Any) -> dict[str, Any] | None:
+            if not personal.unclaim(conn, project, pipeline, branch, developer.name):
+                return None
+            return {"project": project, "pipeline": pipeline, "branch": branch}
 
-        released = await self.service.store.write(write)
-        if released:
-            claim = {"project": project, "pipeline": pipeline, "branch": branch}
-            await self.service.claim_changed(claim, "released")
-        return released
+        return await self.service.change_claim(write, "released") is not None
 
     async def perspective_alerts(self) -> list[dict[str, Any]]:
         """Personal alerts not yet acknowledged, oldest first (at most
@@ -298,15 +298,13 @@ class Session(pb.Avatar):
             minutes = arguments.number(minutes, "minutes", low=0, high=arguments.MAX_MUTE_MINUTES)
         await self._require_visible([project])
         until = FOREVER if minutes is None else self.service.now() + timedelta(minutes=minutes)
-        await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, until))
-        await self.service.mute(developer.name, project, until)
+        await self.service.mute(developer, project, until)
         return {"project": project, "muted_until": until.isoformat()}
 
     async def perspective_unmute(self, project: str) -> bool:
         developer = self._require_developer("unmute projects")
         project = arguments.text(project, "project")
-        await self.service.store.write(lambda conn: personal.set_muted(conn, developer.id, project, None))
-        await self.service.mute(developer.name, project, None)
+        await self.service.mute(developer, project, None)
         return True
 
     async def perspective_settings(self) -> dict[str, Any]:
