@@ -65,7 +65,10 @@ def create(url_or_path: str, name: str = "buildnotify", **kwargs: object) -> Eng
         return engine
     # no pool_pre_ping: a round trip per checkout; the writer and the readers
     # retry once on a connection the database dropped instead
-    return create_engine(url, connect_args={"application_name": name[:63]}, **kwargs)
+    # TCP keepalives: a connection cut by the network (no FIN, no RST) is
+    # noticed within about a minute rather than hanging a LISTEN or a read
+    alive = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+    return create_engine(url, connect_args={"application_name": name[:63], **alive}, **kwargs)
 
 
 def reach(engine: Engine, url_or_path: str) -> None:
