@@ -51,7 +51,7 @@ def deliveries(count: int, tag: str) -> list[Delivery]:
         event = BuildEvent(
             provider="generic",
             project=f"bench/p{n % 40}",
-            pipeline="ci",
+            pipeline=f"ci-{tag}",  # each round its own branches: rounds stay comparable
             build_id=f"{tag}-{n // 3}",
             build_number=n // 3,
             status=status,
@@ -86,6 +86,16 @@ async def one_round(reactor: Any, url: str, mode: str, count: int, concurrency: 
     return count / elapsed
 
 
+def analyze(admin: Any, schema: str) -> None:
+    """Fresh planner statistics after a round: tables that grew from empty
+    keep plans made for empty tables until autovacuum analyzes them (about a
+    minute), which made each round slower than the one before."""
+    with admin.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in ("events", "builds", "deliveries", "projects", "alerts"):
+            conn.execute(text(f"analyze {schema}.{table}"))
+
+
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     schema = "bench_" + secrets.token_hex(4)
     admin = create_engine(POSTGRES)
@@ -98,6 +108,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
             for mode in rates:
                 rate = await one_round(reactor, url, mode, args.deliveries, args.concurrency)
                 rates[mode].append(rate)
+                analyze(admin, schema)
                 print(f"round {round_number + 1} {mode:>8}: {rate:8.0f} deliveries/s", flush=True)
     finally:
         with admin.begin() as conn:
