@@ -2,15 +2,17 @@
 
 With several hub nodes, every transaction that appends events takes one
 advisory lock before drawing ids and sends NOTIFY (``store/stream.py``), and
-the writer caches nothing across transactions (another node may have written).
-This bench records the same deliveries through the real store, in-process,
-three ways, in alternating rounds on one PostgreSQL database:
+the writer trusts its cache of runs and branches only while no other node
+appended since its last batch (one ``max(id)`` under the lock). This records
+the same deliveries through the real store, in-process, three ways, in
+alternating rounds on one PostgreSQL database:
 
 - **single**: ``Store(shared=False)``: one writer, runs cached, no lock (the
   baseline: what a lone node could do);
-- **uncached**: shared, but without the lock and NOTIFY (what dropping the
-  cache alone costs);
-- **shared**: what a node of several does: no cache, lock, NOTIFY.
+- **uncached**: what a node of several did first: the lock and NOTIFY, and
+  no cache at all;
+- **shared**: what a node of several does: the lock, NOTIFY, and the cache
+  checked under the lock (here nobody else writes, so it is always kept).
 
 Deliveries are submitted ``--concurrency`` at a time (webhooks in flight),
 so the writer's group commit batches them as it would under load.
@@ -69,8 +71,7 @@ async def one_round(reactor: Any, url: str, mode: str, count: int, concurrency: 
     database.upgrade(engine)
     store = Store(engine, reactor, shared=mode != "single")
     if mode == "uncached":
-        store.stream = None
-        store._writer._apply.keywords["stream"] = None  # noqa: SLF001 - the bench's switch
+        store._writer._apply.keywords["cache"] = None  # noqa: SLF001 - the bench's switch
     store.start()
     work = deliveries(count, f"{mode}-{secrets.token_hex(3)}")
     started = time.perf_counter()
@@ -119,11 +120,11 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
         "deliveries_per_s_single": round(median["single"]),
         "deliveries_per_s_uncached": round(median["uncached"]),
         "deliveries_per_s_shared": round(median["shared"]),
-        "lock_ratio": round(median["shared"] / median["uncached"], 3),
+        "cache_ratio": round(median["shared"] / median["uncached"], 3),
         "shared_ratio": round(median["shared"] / median["single"], 3),
     }
     print(
-        f"shared/uncached (the lock and NOTIFY): {figures['lock_ratio']:.3f}; "
+        f"shared/uncached (the checked cache): {figures['cache_ratio']:.3f}; "
         f"shared/single (all a node of several pays): {figures['shared_ratio']:.3f}"
     )
     print(json.dumps(figures))

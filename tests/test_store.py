@@ -12,6 +12,7 @@ from sqlalchemy import text
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
 
 from buildnotify.delivery import Delivery
 from buildnotify.events import Author, BuildEvent, Status, Transition
@@ -402,3 +403,29 @@ def test_sqlite_commits_are_durable(tmp_path) -> None:
     engine.dispose()
     assert self_mode == "wal"
     assert sync == 2  # FULL
+
+
+class TwoWritersTests(unittest.TestCase):
+    """Two hub nodes' stores on one PostgreSQL database, taking turns on one
+    branch: each keeps its cache only while the other wrote nothing since,
+    so every transition is the one the whole history says."""
+
+    async def test_transitions_are_right_when_two_writers_take_turns(self) -> None:
+        url = database_url(self, "postgresql")
+        one, two = Store.open(url, reactor), Store.open(url, reactor)
+        self.addCleanup(one.stop)
+        self.addCleanup(two.stop)
+        turns = [
+            (one, Status.FAILURE, "failed"),
+            (two, Status.SUCCESS, "fixed"),
+            (one, Status.FAILURE, "failed"),  # a stale cache on one would say still_failing
+            (one, Status.FAILURE, "still_failing"),
+            (two, Status.FAILURE, "still_failing"),  # ... and on two, failed
+            (two, Status.SUCCESS, "fixed"),
+            (one, Status.SUCCESS, "passed"),
+        ]
+        got = []
+        for number, (store, status, _) in enumerate(turns, start=1):
+            [event] = (await store.record(delivery(build(number, status)))).events
+            got.append(event.transition.value if event.transition else None)
+        self.assertEqual(got, [expected for _, _, expected in turns])

@@ -50,10 +50,17 @@ def _apply(
     several nodes, ``stream`` orders the events' ids by commit. Each of
     ``after_record`` is then given the stored events, in the same transaction."""
     deliveries = [item for item in items if isinstance(item, Delivery)]
+    newest = None
     if deliveries and stream is not None:
         stream.append(conn, EVENTS)
+        if cache is not None:  # under the lock: nobody else can append now
+            newest = queries.newest_id(conn)
+            if cache.stream_head != newest:
+                cache.clear()  # another node wrote events (and their runs) since our last batch
     batch = record_batch(conn, deliveries, cache) if deliveries else []
     stored = [event for recorded in batch for event in recorded.events]
+    if newest is not None and cache is not None:
+        cache.stream_head = max((event.id for event in stored), default=newest)
     if stored:
         for hook in after_record:
             hook(conn, stored)
@@ -63,8 +70,9 @@ def _apply(
 
 class Store:
     """``shared``: several hub nodes write this (PostgreSQL) database, so the
-    writer caches nothing across transactions and orders the stream by commit
-    (store/stream.py); False for a hub that is the database's only writer."""
+    writer orders the stream by commit (store/stream.py) and trusts what it
+    cached only while no other node appended events since its last batch;
+    False for a hub that is the database's only writer."""
 
     def __init__(
         self, engine: Engine, reactor: Any, readers: int | None = None, shared: bool = False
@@ -76,7 +84,8 @@ class Store:
         if shared and engine.dialect.name == "postgresql":
             with engine.connect() as conn:
                 self.stream = Stream.of(conn)
-        cache = None if shared else RecordCache()
+        # shared without the stream lock (SQLite, in tests) has nothing to check the cache under
+        cache = RecordCache() if not shared or self.stream is not None else None
         #: run inside the transaction that stored events, with those events
         #: (e.g. the relays' enqueue); a failing hook fails the transaction
         self.after_record: list[AfterRecord] = []

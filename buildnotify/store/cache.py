@@ -74,21 +74,25 @@ class Branch:
 
 class RecordCache:
     """What the writer knows of committed runs, branches and projects, kept
-    across batches. It is exact only while this process is the database's
-    only writer, and only if cleared on every rollback (it already holds the
-    rolled-back transaction's changes). Bounded: the least recently used
-    half goes when a table is full."""
+    across batches. It is exact only while nobody else writes events, and
+    only if cleared on every rollback (it already holds the rolled-back
+    transaction's changes). With several writers it is checked under the
+    stream lock: ``stream_head`` is the newest event id when this writer last
+    committed, and a newer one means another node wrote since (store/__init__.py).
+    Bounded: the least recently used half goes when a table is full."""
 
     def __init__(self, max_runs: int = 20_000, max_branches: int = 2_000) -> None:
         self.max_runs, self.max_branches = max_runs, max_branches
         self.runs: dict[RunKey, Run] = {}
         self.branches: dict[BranchKey, Branch] = {}
         self.projects: set[str] = set()
+        self.stream_head: int | None = None
 
     def clear(self) -> None:
         self.runs.clear()
         self.branches.clear()
         self.projects.clear()
+        self.stream_head = None
 
     def trim(self) -> None:
         for table, limit in ((self.runs, self.max_runs), (self.branches, self.max_branches)):
