@@ -39,6 +39,8 @@ log = logging.getLogger("buildnotify.bus")
 
 #: events or messages read at a time
 PAGE = 1000
+#: seconds before reading again after a read failed while news came in
+RETRY_READ = 0.5
 #: seconds a LISTEN connection must last for a reconnect to be immediate
 STEADY = 10.0
 
@@ -60,6 +62,7 @@ class PostgresBus(Bus):
         self._pending = threading.Event()  # a poke is on its way to the reactor
         self._thread = threading.Thread(target=self._listen, name="buildnotify-listen", daemon=True)
         self._poll = LoopingCall(self.poke)
+        self._retry: Any = None  # a read again after a failed one (RETRY_READ)
         self._poll.clock = clock or self.reactor
         self._interval = poll
         self.connected = threading.Event()  # the LISTEN connection is up (for tests)
@@ -74,6 +77,8 @@ class PostgresBus(Bus):
         self._stopping.set()
         if self._poll.running:
             self._poll.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
 
     # -- producers -------------------------------------------------------------------
 
@@ -137,6 +142,9 @@ class PostgresBus(Bus):
                     break
         except Exception as e:  # the database is away: the poll (or the reconnect) tries again
             log.warning("could not read what the bus announced: %s", e)
+            if self._again and not (self._retry and self._retry.active()):
+                # told of news while the read failed: look again soon, not at the poll
+                self._retry = self._poll.clock.callLater(RETRY_READ, self.poke)
         finally:
             self._reading = False
 
