@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, exc
+from sqlalchemy import Connection, Engine
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -157,25 +157,17 @@ class Store:
 
     def read(self, query: Callable[..., T], **kwargs: Any) -> Deferred[T]:
         """Run ``query(connection, **kwargs)`` on a reader thread."""
-        return self._read(query, **kwargs)
+
+        def attempt() -> T:
+            with self._reading.connect() as conn:
+                return query(conn, **kwargs)
+
+        return deferToThreadPool(
+            self.reactor, self._readers, lambda: database.once_more_if_dropped(attempt, "reader")
+        )
 
     def history(self, project: str | None = None, limit: int = 50, after_id: int | None = None) -> Deferred:
-        return self._read(queries.history, project=project, limit=limit, after_id=after_id)
-
-    def _read(self, query: Callable[..., Any], **kwargs: Any) -> Deferred:
-        def run() -> Any:
-            try:
-                with self._reading.connect() as conn:
-                    return query(conn, **kwargs)
-            except exc.DBAPIError as e:
-                if not e.connection_invalidated:
-                    raise
-                # the database dropped a pooled connection (a restart,
-                # pg_terminate_backend): once more, on a new one
-                with self._reading.connect() as conn:
-                    return query(conn, **kwargs)
-
-        return deferToThreadPool(self.reactor, self._readers, run)
+        return self.read(queries.history, project=project, limit=limit, after_id=after_id)
 
     @property
     def writer_stats(self) -> tuple[int, int]:

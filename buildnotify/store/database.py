@@ -6,8 +6,10 @@ import contextlib
 import functools
 import logging
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -17,6 +19,7 @@ from sqlalchemy.engine import make_url
 from buildnotify.store import locks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Unreachable(Exception):
@@ -69,6 +72,20 @@ def create(url_or_path: str, name: str = "buildnotify", **kwargs: object) -> Eng
     # noticed within about a minute rather than hanging a LISTEN or a read
     alive = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
     return create_engine(url, connect_args={"application_name": name[:63], **alive}, **kwargs)
+
+
+def once_more_if_dropped(attempt: Callable[[], T], who: str) -> T:
+    """``attempt()``, and once more if it failed because the database
+    dropped the connection (a restart, ``pg_terminate_backend``): SQLAlchemy
+    has invalidated the pool by then, so the second try gets a new one, and
+    nothing of the first was committed."""
+    try:
+        return attempt()
+    except exc.DBAPIError as e:
+        if not e.connection_invalidated:
+            raise
+        log.warning("the database dropped the %s's connection; once more on a new one", who)
+        return attempt()
 
 
 def reach(engine: Engine, url_or_path: str) -> None:

@@ -10,10 +10,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, exc
+from sqlalchemy import Engine
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
+
+from buildnotify.store import database
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class GroupCommitWriter:
     def _commit(self, conn: Any, batch: list) -> list[tuple[Deferred, Any]]:
         items = [item for item, _ in batch]
         try:
-            results = self._reconnecting(conn, items)
+            results = database.once_more_if_dropped(lambda: self._transaction(conn, items), "writer")
         except Exception:
             if len(batch) == 1:
                 return [(batch[0][1], Failure())]
@@ -111,18 +113,6 @@ class GroupCommitWriter:
         self.batches += 1
         self.items += len(batch)
         return [(d, result) for (_, d), result in zip(batch, results, strict=True)]
-
-    def _reconnecting(self, conn: Any, items: list) -> list:
-        """A transaction that fails because the database dropped our
-        connection (a restart, ``pg_terminate_backend``) runs once more on a
-        new one: nothing of it was committed."""
-        try:
-            return self._transaction(conn, items)
-        except exc.DBAPIError as e:
-            if not e.connection_invalidated:
-                raise
-            log.warning("the database dropped the writer's connection; retrying on a new one")
-            return self._transaction(conn, items)
 
     def _transaction(self, conn: Any, items: list) -> list:
         try:
