@@ -42,6 +42,19 @@ def build(
     )
 
 
+def every_field() -> BuildEvent:
+    """Build 7 of acme/widget, failed, with every optional field set."""
+    return build(
+        7,
+        Status.FAILURE,
+        sha="0123456789abcdef0123456789abcdef01234567",
+        author=Author("Ada Lovelace", "ada@example.com", "ada"),
+        url="https://ci.example.com/acme/widget/7",
+        started_at=T0,
+        finished_at=T0 + timedelta(minutes=3),
+    )
+
+
 _keys = iter(range(1_000_000))
 
 
@@ -69,15 +82,7 @@ class StoreTests:
         return out
 
     async def test_stored_fields_round_trip(self) -> None:
-        event = build(
-            7,
-            Status.FAILURE,
-            sha="0123456789abcdef0123456789abcdef01234567",
-            author=Author("Ada Lovelace", "ada@example.com", "ada"),
-            url="https://ci.example.com/acme/widget/7",
-            started_at=T0,
-            finished_at=T0 + timedelta(minutes=3),
-        )
+        event = every_field()
         recorded = await self.record(event, key="delivery-7")
         self.assertFalse(recorded.duplicate)
         [stored] = await self.store.history(after_id=0)
@@ -92,15 +97,7 @@ class StoreTests:
 
     async def test_the_wire_dicts_read_for_a_catch_up_are_the_events_dicts(self) -> None:
         await self.record(
-            build(
-                7,
-                Status.FAILURE,
-                sha="0123456789abcdef0123456789abcdef01234567",
-                author=Author("Ada Lovelace", "ada@example.com", "ada"),
-                url="https://ci.example.com/acme/widget/7",
-                started_at=T0,
-                finished_at=T0 + timedelta(minutes=3),
-            ),
+            every_field(),
             build(8, Status.CANCELLED, branch=None, author=Author(None, None, None)),  # no transition
             build(9, Status.RUNNING, project="acme/gadget"),
         )
