@@ -126,6 +126,18 @@ class EscalationTests(EscalationHub):
         self.assertEqual(await self.check(hub, AFTER + 60), [])
         self.assertEqual(receiver.requests, [])
 
+    async def test_alerts_pushed_when_the_client_signs_in_are_not_escalated(self) -> None:
+        hub, receiver = await self.pager()
+        for number in (1, 2):  # while ada is away: broke, then still failing
+            await hub.build("acme/widget", number, "failure", author=ADA)
+        mind = RecordingMind()
+        client = await Client.connect(self, hub.hub.pb_address)
+        self.perspective = await client.login("ada", self.token, mind)
+        await wait_until(lambda: len(mind.alerts) == 2, what="both pending alerts at sign-in")
+        await hub.hub.store.write(lambda conn: None)  # the writer is FIFO: the deliveries are recorded
+        self.assertEqual(await self.check(hub, AFTER + 60), [])
+        self.assertEqual(receiver.requests, [])
+
     async def test_a_muted_project_is_not_escalated(self) -> None:
         hub, receiver = await self.pager()
         client = await Client.connect(self, hub.hub.pb_address)

@@ -595,20 +595,31 @@ class DeveloperSession(ObserverSession):
         return message_id > self._attach_id
 
     def deliver_alert(self, alert: Alert) -> None:
+        if self._push_alert(alert):
+            self._mark_delivered([alert.id])
+
+    def _push_alert(self, alert: Alert) -> bool:
+        """Push ``alert`` unless it was pushed already or its project is muted."""
         if alert.id in self.alerted or self.service.is_muted(self, alert.event.project):
-            return
+            return False
         self.alerted.add(alert.id)
         self.deliver(OneWayCall("alert", alert_wire(alert.id, alert.developer, alert.event)))
-        # pushed to a client: no escalation (relays/escalation.py); group commit batches these
+        return True
+
+    def _mark_delivered(self, alert_ids: list[int]) -> None:
+        """Pushed to a client: no escalation for these (relays/escalation.py)."""
+        if not alert_ids:
+            return
         now = self.service.now()
-        written = self.service.store.write(lambda conn: personal.mark_delivered(conn, [alert.id], now))
+        written = self.service.store.write(lambda conn: personal.mark_delivered(conn, alert_ids, now))
         written.addErrback(
             lambda f: log.warning("recording an alert's delivery failed: %s", f.getErrorMessage())
         )
 
     async def send_pending_alerts(self) -> None:
         """Push the oldest MAX_ALERTS unacknowledged alerts, paced like a
-        catch-up so that a long absence never makes the client look too slow."""
+        catch-up so that a long absence never makes the client look too slow
+        (one write per page records them delivered)."""
         pending = await self.service.store.read(
             personal.pending_alerts, developer_id=self.developer_id, limit=MAX_ALERTS
         )
@@ -617,8 +628,8 @@ class DeveloperSession(ObserverSession):
             await self.outbox.drained()
             if self.ended is not None:
                 return
-            for alert_id, event in pending[start : start + page]:
-                self.deliver_alert(Alert(alert_id, self.developer.name, event))  # type: ignore[union-attr]
+            alerts = [Alert(i, self.developer.name, event) for i, event in pending[start : start + page]]  # type: ignore[union-attr]
+            self._mark_delivered([alert.id for alert in alerts if self._push_alert(alert)])
 
 
 def alert_wire(alert_id: int, developer: str, event: BuildEvent) -> dict[str, Any]:
