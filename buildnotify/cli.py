@@ -595,9 +595,7 @@ def _relays_status(args: argparse.Namespace) -> int:
     names = list(_resolve(args).relays)
 
     def work(conn: Connection) -> int:
-        counts = outbox.counts(conn)
-        for name in names:
-            counts.setdefault(name, {outbox.PENDING: 0, outbox.SENT: 0, outbox.DEAD: 0})
+        counts = outbox.counts(conn, names)
         dead = outbox.dead(conn)
         if args.json:
             listing = [m | {"created_at": m["created_at"].isoformat()} for m in dead]

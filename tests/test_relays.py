@@ -335,6 +335,24 @@ class SettingsTests(unittest.SynchronousTestCase):
             self.assertEqual(cli.main(["serve", "--config", str(path)]), cli.EXIT_USAGE)
         self.assertIn("[relays.chat]: a slack relay needs url", err.getvalue())
 
+    def test_relays_status_lists_a_configured_relay_that_has_no_messages_yet(self) -> None:
+        from io import StringIO
+        from unittest import mock
+
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        config, db = directory / "hub.toml", str(directory / "hub.db")
+        config.write_text('[relays.chat]\nkind = "slack"\nurl = "https://chat.example/hook"\n')
+        out = StringIO()
+        with mock.patch("sys.stdout", out):
+            self.assertEqual(cli.main(["db", "upgrade", "--db", db]), 0)
+            out.seek(0)
+            out.truncate()
+            self.assertEqual(cli.main(["relays", "status", "--json", "--config", str(config), "--db", db]), 0)
+        self.assertEqual(
+            json.loads(out.getvalue()), {"relays": {"chat": {"pending": 0, "sent": 0, "dead": 0}}, "dead": []}
+        )
+
 
 class OutcomeTests(unittest.SynchronousTestCase):
     def test_retry_after_in_seconds_or_as_an_http_date(self) -> None:
