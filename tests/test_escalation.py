@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from buildnotify import cli
 from buildnotify.events import utcnow
 from buildnotify.hub.settings import PBSettings
-from buildnotify.relays import escalation, outbox
+from buildnotify.relays import EscalationSettings, escalation, outbox
 from buildnotify.store.schema import alerts
 from tests.pbclient import Client, RecordingMind, add_developer, wait_until
 from tests.relay_receivers import MailServer, Receiver
@@ -84,6 +84,13 @@ class EscalationTests(EscalationHub):
         self.assertEqual(await self.check(hub, 3600), [])
         self.assertEqual(await self.escalated_alerts(hub), [alert_id])
         self.assertEqual(len(receiver.requests), 1)
+
+    async def test_an_alert_older_than_max_age_is_not_escalated(self) -> None:
+        """Turning escalation on (or a hub down for a day) does not send a backlog."""
+        hub, receiver = await self.pager()
+        await hub.build("acme/widget", 1, "failure", author=ADA)
+        self.assertEqual(await self.check(hub, EscalationSettings().max_age + 1), [])
+        self.assertEqual((await self.escalated_alerts(hub), receiver.requests), ([], []))
 
     async def test_an_ack_from_any_client_first_cancels_it(self) -> None:
         hub, receiver = await self.pager()
