@@ -12,7 +12,7 @@ from typing import Any
 from unittest import mock
 
 from sqlalchemy import select
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial import unittest
 
 from buildnotify import cli
@@ -175,12 +175,6 @@ class EscalationTests(EscalationHub):
             return cli.main([*argv, "--config", str(config), "--db", hub.hub.config.database])
 
 
-def _deferred(value: Any) -> Any:
-    from twisted.internet.defer import Deferred, ensureDeferred
-
-    return value if isinstance(value, Deferred) else ensureDeferred(value)
-
-
 per_backend(EscalationTests, globals())
 
 
@@ -200,10 +194,11 @@ class TestTwoNodesEscalateOncePostgreSQL(EscalationHub, unittest.TestCase):
         await first.build("acme/widget", 1, "failure", author=ADA)
         self.clock.advance(AFTER + 60)
         for _ in range(3):  # both at once, a few times over
-            checks = [hub.hub.relays.escalation.check() for hub in (first, second)]
-            await gatherResults([_deferred(c) for c in checks])
-        await gatherResults([_deferred(hub.hub.relays.sender.tick()) for hub in (first, second)])
+            await gatherResults(
+                [Deferred.fromCoroutine(hub.hub.relays.escalation.check()) for hub in (first, second)]
+            )
+        await gatherResults([hub.hub.relays.sender.tick() for hub in (first, second)])
         self.assertEqual(len(await self.escalated_alerts(first)), 1)
         await wait_until(lambda: receiver.requests, what="the escalation")
-        await gatherResults([_deferred(hub.hub.relays.sender.tick()) for hub in (first, second)])
+        await gatherResults([hub.hub.relays.sender.tick() for hub in (first, second)])
         self.assertEqual(len(receiver.requests), 1)
