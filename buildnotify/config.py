@@ -158,16 +158,10 @@ def _relays(
     for name, table in tables.items():
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}: [relays.{name}] must be a table")
-        overrides = {key: environ.get(relay_variable(name, key)) for key in ("url", "secret", "password")}
+        prefix = "BUILDNOTIFY_RELAY_" + "".join(c if c.isalnum() else "_" for c in name.upper())
+        overrides = {key: environ.get(f"{prefix}_{key.upper()}") for key in ("url", "secret", "password")}
         relays[name] = dict(table) | {key: value for key, value in overrides.items() if value}
     return relays
-
-
-def relay_variable(relay: str, key: str) -> str:
-    """The variable that overrides ``key`` of relay ``relay``: ``ops-chat``,
-    ``url`` -> ``BUILDNOTIFY_RELAY_OPS_CHAT_URL`` (see RELAY_ENVIRONMENT)."""
-    name = "".join(c if c.isalnum() else "_" for c in relay.upper())
-    return f"BUILDNOTIFY_RELAY_{name}_{key.upper()}"
 
 
 def _pb_settings(table: Mapping[str, Any], where: str) -> PBSettings:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from buildnotify.config import relay_variable
 from buildnotify.events import BuildEvent, Transition
 
 KINDS = ("slack", "discord", "webhook", "smtp")
@@ -156,7 +155,7 @@ def parse_relay(name: str, table: Any, where: str) -> RelaySettings:
             raise RelaySettingsError(f'{where}: an smtp relay needs to = ["address", ...] or to = "author"')
     elif not values.get("url", "").startswith(("http://", "https://")):
         raise RelaySettingsError(
-            f"{where}: a {kind} relay needs url = an http(s) URL (or {relay_variable(name, 'url')})"
+            f"{where}: a {kind} relay needs url = an http(s) URL (or BUILDNOTIFY_RELAY_{env_name(name)}_URL)"
         )
     return RelaySettings(**values)
 
@@ -171,6 +170,11 @@ def parse_escalation(table: Any, where: str = "config [escalation]") -> Escalati
             f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(allowed)}"
         )
     return EscalationSettings(**{key: _positive(value, f"{where}: {key}") for key, value in table.items()})
+
+
+def env_name(relay: str) -> str:
+    """``ops-chat`` -> ``OPS_CHAT``, as in BUILDNOTIFY_RELAY_OPS_CHAT_URL."""
+    return "".join(c if c.isalnum() else "_" for c in relay.upper())
 
 
 def _positive(value: Any, where: str) -> float:
