@@ -279,19 +279,14 @@ def _config_options(parser: argparse.ArgumentParser, env_only: bool = False) -> 
 
 
 def _resolve(args: argparse.Namespace, generate: bool = False) -> HubConfig:
-    if args.config:
-        config = configuration.load(args.config)
-    elif getattr(args, "env_only", False):
+    default = configuration.default_config_path()
+    if getattr(args, "env_only", False):  # never with --config
         config = configuration.parse({})
+    elif generate and not args.config and not default.exists():
+        config = configuration.generate(default)
+        print(f"buildnotify: generated a config with fresh secrets at {default}", flush=True)
     else:
-        path = configuration.default_config_path()
-        if path.exists():
-            config = configuration.load(path)
-        elif generate:
-            config = configuration.generate(path)
-            print(f"buildnotify: generated a config with fresh secrets at {path}", flush=True)
-        else:
-            config = configuration.parse({})  # defaults, and what the environment says
+        config = configuration.find(args.config)
     if args.db:
         config = config.replace(database=args.db)
     return config
@@ -600,9 +595,7 @@ def _relays_status(args: argparse.Namespace) -> int:
     names = list(_resolve(args).relays)
 
     def work(conn: Connection) -> int:
-        counts = outbox.counts(conn)
-        for name in names:
-            counts.setdefault(name, {outbox.PENDING: 0, outbox.SENT: 0, outbox.DEAD: 0})
+        counts = outbox.counts(conn, names)
         dead = outbox.dead(conn)
         if args.json:
             listing = [m | {"created_at": m["created_at"].isoformat()} for m in dead]

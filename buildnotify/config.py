@@ -105,6 +105,16 @@ def load(path: Path, environ: Mapping[str, str] = os.environ) -> HubConfig:
     return parse(data, environ, path)
 
 
+def find(path: Path | None = None) -> HubConfig:
+    """The hub's config as every command finds it: the file at ``path``; with
+    none, the default file if there is one, else the defaults and what the
+    environment says."""
+    if path is not None:
+        return load(path)
+    default = default_config_path()
+    return load(default) if default.exists() else parse({})
+
+
 def parse(
     data: Mapping[str, Any], environ: Mapping[str, str] = os.environ, path: Path | None = None
 ) -> HubConfig:

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, TimeoutError
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from buildnotify.ingest.http import json_answer
+from buildnotify.ingest.http import finish, json_answer
 from buildnotify.metrics import CONTENT_TYPE, Metrics
 from buildnotify.store import Store, database
 
@@ -65,9 +65,9 @@ class Readyz(_GetOnly):
 
     def _checked(self, reason: str | None, request: server.Request) -> None:
         if reason is None:
-            _finish(request, json_answer(request, 200, {"ready": True}))
+            finish(request, json_answer(request, 200, {"ready": True}))
         else:
-            _finish(request, json_answer(request, 503, {"ready": False, "reason": reason}))
+            finish(request, json_answer(request, 503, {"ready": False, "reason": reason}))
 
     def _failed(self, failure: Failure, request: server.Request) -> None:
         if failure.check(TimeoutError):
@@ -75,7 +75,7 @@ class Readyz(_GetOnly):
         else:
             reason = f"the database is unreachable: {database.describe(failure.value)}"
         log.warning("not ready: %s", reason)
-        _finish(request, json_answer(request, 503, {"ready": False, "reason": reason}))
+        finish(request, json_answer(request, 503, {"ready": False, "reason": reason}))
 
 
 class MetricsPage(_GetOnly):
@@ -94,9 +94,3 @@ class MetricsPage(_GetOnly):
 def store_readiness(store: Store) -> ReadinessCheck:
     """The check of a hub on ``store``: its schema at head, read off the reactor."""
     return lambda: store.read(database.not_ready)
-
-
-def _finish(request: server.Request, body: bytes) -> None:
-    if not request._disconnected:
-        request.write(body)
-        request.finish()

@@ -124,7 +124,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
     token = args.token or os.environ.get(TOKEN_VARIABLE)
     if url and token:
         return url, token
-    config = _hub_config(args.config)
+    config = configuration.find(args.config)
     if not url:
         url = base_url(config.http)
         if url is None:
@@ -140,13 +140,6 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
         else:
             token = next(iter(tokens.values()), None)  # None: the hub accepts unauthenticated events
     return url, token
-
-
-def _hub_config(path: Path | None) -> HubConfig:
-    if path is not None:
-        return configuration.load(path)
-    default = configuration.default_config_path()
-    return configuration.load(default) if default.exists() else configuration.parse({})
 
 
 def _where(config: HubConfig) -> str:

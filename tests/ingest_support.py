@@ -87,16 +87,18 @@ def signed(
     return headers, path
 
 
-def capture_logs(testcase: Any, name: str = "buildnotify") -> list[logging.LogRecord]:
-    """Every record logger ``name`` emits at INFO and above until ``testcase``
-    ends (trial test cases have no caplog)."""
+def capture_logs(
+    testcase: Any, name: str = "buildnotify", level: int = logging.INFO
+) -> list[logging.LogRecord]:
+    """Every record logger ``name`` emits at ``level`` and above until
+    ``testcase`` ends (trial test cases have no caplog)."""
     records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
+    handler = logging.Handler(level)
     handler.emit = records.append  # type: ignore[method-assign]
     logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.INFO)
+    previous = logger.level
+    logger.setLevel(level)
     logger.addHandler(handler)
-    testcase.addCleanup(logger.setLevel, level)
+    testcase.addCleanup(logger.setLevel, previous)
     testcase.addCleanup(logger.removeHandler, handler)
     return records

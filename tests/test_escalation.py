@@ -12,13 +12,13 @@ from typing import Any
 from unittest import mock
 
 from sqlalchemy import select
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial import unittest
 
 from buildnotify import cli
 from buildnotify.events import utcnow
 from buildnotify.hub.settings import PBSettings
-from buildnotify.relays import escalation, outbox
+from buildnotify.relays import EscalationSettings, escalation, outbox
 from buildnotify.store.schema import alerts
 from tests.pbclient import Client, RecordingMind, add_developer, wait_until
 from tests.relay_receivers import MailServer, Receiver
@@ -84,6 +84,13 @@ class EscalationTests(EscalationHub):
         self.assertEqual(await self.check(hub, 3600), [])
         self.assertEqual(await self.escalated_alerts(hub), [alert_id])
         self.assertEqual(len(receiver.requests), 1)
+
+    async def test_an_alert_older_than_max_age_is_not_escalated(self) -> None:
+        """Turning escalation on (or a hub down for a day) does not send a backlog."""
+        hub, receiver = await self.pager()
+        await hub.build("acme/widget", 1, "failure", author=ADA)
+        self.assertEqual(await self.check(hub, EscalationSettings().max_age + 1), [])
+        self.assertEqual((await self.escalated_alerts(hub), receiver.requests), ([], []))
 
     async def test_an_ack_from_any_client_first_cancels_it(self) -> None:
         hub, receiver = await self.pager()
@@ -180,12 +187,6 @@ class EscalationTests(EscalationHub):
             return cli.main([*argv, "--config", str(config), "--db", hub.hub.config.database])
 
 
-def _deferred(value: Any) -> Any:
-    from twisted.internet.defer import Deferred, ensureDeferred
-
-    return value if isinstance(value, Deferred) else ensureDeferred(value)
-
-
 per_backend(EscalationTests, globals())
 
 
@@ -205,10 +206,11 @@ class TestTwoNodesEscalateOncePostgreSQL(EscalationHub, unittest.TestCase):
         await first.build("acme/widget", 1, "failure", author=ADA)
         self.clock.advance(AFTER + 60)
         for _ in range(3):  # both at once, a few times over
-            checks = [hub.hub.relays.escalation.check() for hub in (first, second)]
-            await gatherResults([_deferred(c) for c in checks])
-        await gatherResults([_deferred(hub.hub.relays.sender.tick()) for hub in (first, second)])
+            await gatherResults(
+                [Deferred.fromCoroutine(hub.hub.relays.escalation.check()) for hub in (first, second)]
+            )
+        await gatherResults([hub.hub.relays.sender.tick() for hub in (first, second)])
         self.assertEqual(len(await self.escalated_alerts(first)), 1)
         await wait_until(lambda: receiver.requests, what="the escalation")
-        await gatherResults([_deferred(hub.hub.relays.sender.tick()) for hub in (first, second)])
+        await gatherResults([hub.hub.relays.sender.tick() for hub in (first, second)])
         self.assertEqual(len(receiver.requests), 1)

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from buildnotify import cli
@@ -23,6 +22,7 @@ from buildnotify.relays import outbox
 from buildnotify.relays.outcome import BACKOFF_BASE, RETRY_AFTER_CAP, backoff, retry_after
 from buildnotify.relays.settings import RelaySettingsError, parse_relay, parse_relays
 from buildnotify.relays.signing import signature
+from tests.ingest_support import capture_logs
 from tests.pbclient import wait_until
 from tests.relay_receivers import MailServer, Receiver
 from tests.support import RunningHub, clock_at, database_url, per_backend, provider_configs
@@ -170,12 +170,12 @@ class RelayHubTests:
         receiver = Receiver.listen(self)
         receiver.answer = (404, {})
         await self.start({"hooks": {"kind": "webhook", "url": receiver.url, "secret": "hush-hush"}})
-        with self.capture_logs() as lines:
-            await self.running.build("acme/widget", 1, "failure")
-            await self.settle()
+        logged = capture_logs(self, level=logging.DEBUG)
+        await self.running.build("acme/widget", 1, "failure")
+        await self.settle()
         [row] = await self.messages()
         self.assertEqual((row["state"], row["attempts"], row["last_error"]), ("dead", 1, "HTTP 404: nope"))
-        text = "\n".join(lines)
+        text = "\n".join(r.getMessage() for r in logged)
         self.assertIn("relay hooks: message 1 is dead after 1 attempts: HTTP 404: nope", text)
         self.assertNotIn("SECRET-PATH", text)
         self.assertNotIn("hush-hush", text)
@@ -269,33 +269,6 @@ class RelayHubTests:
             self.assertEqual(cli.main([*argv, "--db", self.database]), 0)
         return json.loads(out.getvalue())
 
-    def capture_logs(self) -> Any:
-        import contextlib
-
-        testcase = self
-
-        @contextlib.contextmanager
-        def captured():
-            lines: list[str] = []
-
-            class Keep(logging.Handler):
-                def emit(self, record: logging.LogRecord) -> None:
-                    lines.append(record.getMessage())
-
-            handler = Keep(level=logging.DEBUG)
-            logger = logging.getLogger("buildnotify")
-            old = logger.level
-            logger.addHandler(handler)
-            logger.setLevel(logging.DEBUG)
-            try:
-                yield lines
-            finally:
-                logger.removeHandler(handler)
-                logger.setLevel(old)
-
-        del testcase
-        return captured()
-
     def reactor(self) -> Any:
         from twisted.internet import reactor
 
@@ -362,6 +335,24 @@ class SettingsTests(unittest.SynchronousTestCase):
             self.assertEqual(cli.main(["serve", "--config", str(path)]), cli.EXIT_USAGE)
         self.assertIn("[relays.chat]: a slack relay needs url", err.getvalue())
 
+    def test_relays_status_lists_a_configured_relay_that_has_no_messages_yet(self) -> None:
+        from io import StringIO
+        from unittest import mock
+
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        config, db = directory / "hub.toml", str(directory / "hub.db")
+        config.write_text('[relays.chat]\nkind = "slack"\nurl = "https://chat.example/hook"\n')
+        out = StringIO()
+        with mock.patch("sys.stdout", out):
+            self.assertEqual(cli.main(["db", "upgrade", "--db", db]), 0)
+            out.seek(0)
+            out.truncate()
+            self.assertEqual(cli.main(["relays", "status", "--json", "--config", str(config), "--db", db]), 0)
+        self.assertEqual(
+            json.loads(out.getvalue()), {"relays": {"chat": {"pending": 0, "sent": 0, "dead": 0}}, "dead": []}
+        )
+
 
 class OutcomeTests(unittest.SynchronousTestCase):
     def test_retry_after_in_seconds_or_as_an_http_date(self) -> None:
@@ -394,9 +385,6 @@ class ReceiverTestsDoNotLeak(unittest.TestCase):
     def test_receiver_listens_on_loopback(self) -> None:
         receiver = Receiver.listen(self)
         self.assertTrue(receiver.url.startswith("http://127.0.0.1:"))
-
-
-del Deferred, timedelta
 
 
 class OutboxHookTests:

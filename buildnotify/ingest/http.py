@@ -66,6 +66,13 @@ def json_answer(request: server.Request, code: int, payload: Mapping[str, Any]) 
     return json.dumps(payload).encode() + b"\n"
 
 
+def finish(request: server.Request, body: bytes) -> None:
+    """Answer a request that returned NOT_DONE_YET, unless its client has gone."""
+    if not request._disconnected:
+        request.write(body)
+        request.finish()
+
+
 class HookResource(resource.Resource):
     """One provider's endpoint; the rest of the path goes to the provider
     (Jenkins carries its token there)."""
@@ -168,7 +175,7 @@ class HookResource(resource.Resource):
             "stale": recorded.stale,
         }
         self.metrics.events_stored.labels(provider=self.name).inc(len(recorded.events))
-        self._finish(request, self._answer(request, 200, body, outcome))
+        finish(request, self._answer(request, 200, body, outcome))
 
     def _failed(self, failure: Failure, request: server.Request) -> None:
         if refused_value(failure.value):
@@ -179,18 +186,12 @@ class HookResource(resource.Resource):
                 printable(_where(failure.value)),
             )
             body = {"error": "the event store refused a value of this delivery"}
-            self._finish(request, self._answer(request, 400, body, "bad_request"))
+            finish(request, self._answer(request, 400, body, "bad_request"))
             return
         log.error("store failed for %s: %s", self.name, failure.getErrorMessage(), exc_info=failure.value)
         # Not the sender's fault and nothing was committed: 503 asks the CI to retry.
         body = {"error": "the event store is unavailable; retry later"}
-        self._finish(request, self._answer(request, 503, body, "unavailable"))
-
-    @staticmethod
-    def _finish(request: server.Request, body: bytes) -> None:
-        if not request._disconnected:
-            request.write(body)
-            request.finish()
+        finish(request, self._answer(request, 503, body, "unavailable"))
 
 
 #: a rejection's label in the metrics, by its status code

@@ -149,14 +149,15 @@ def retry(conn: Connection, message_id: int, now: datetime) -> bool:
     return result.rowcount > 0
 
 
-def counts(conn: Connection) -> dict[str, dict[str, int]]:
-    """``{relay: {"pending": n, "sent": n, "dead": n}}`` for every relay with messages."""
+def counts(conn: Connection, relays: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+    """``{relay: {"pending": n, "sent": n, "dead": n}}`` for every relay with
+    messages, and for each of ``relays`` (the configured ones) in any case."""
     c = messages.c
-    found: dict[str, dict[str, int]] = {}
+    found = {relay: dict.fromkeys(STATES, 0) for relay in relays}
     for relay, state, count in conn.execute(
         select(c.relay, c.state, func.count()).group_by(c.relay, c.state).order_by(c.relay)
     ):
-        found.setdefault(relay, {PENDING: 0, SENT: 0, DEAD: 0})[state] = count
+        found.setdefault(relay, dict.fromkeys(STATES, 0))[state] = count
     return found
 
 

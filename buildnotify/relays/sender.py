@@ -50,17 +50,15 @@ class RelaySender:
         clock: Any = None,
         poll: float = 1.0,
         counted: Counted | None = None,
-        rand: Callable[[], float] | None = None,
     ) -> None:
         """``clock`` (default: the reactor) dates everything and runs the
-        polling; tests pass a ``task.Clock``. ``rand``: the backoff's jitter."""
+        polling; tests pass a ``task.Clock``."""
         self.store = store
         self.relays = dict(relays)
         self.node = node
         self.reactor = reactor
         self.clock = clock or reactor
         self.counted = counted
-        self._rand = rand
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._http = HTTPClient(Agent(reactor, pool=self._pool))
         self._loop = LoopingCall(self.tick)
@@ -166,7 +164,7 @@ class RelaySender:
             attempts = message.attempts + 1
             wait = outcome.retry_after
             if wait is None:
-                wait = backoff(attempts, self._rand) if self._rand else backoff(attempts)
+                wait = backoff(attempts)
             next_at = min(give_up_at, now + timedelta(seconds=wait))
 
         def write(conn: Any) -> None:

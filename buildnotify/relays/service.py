@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection
@@ -61,9 +60,6 @@ class RelayService:
         """From the config's raw tables (raises RelaySettingsError)."""
         return cls(store, parse_relays(relays), parse_escalation(escalation), node, reactor, clock, counted)
 
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
-
     def start(self) -> None:
         """Enqueue with every stored event from now on; send; escalate."""
         if not self.relays:
@@ -84,7 +80,7 @@ class RelayService:
         stored ``stored``: one message per relay that selects an event. A
         message that cannot be rendered is logged and left out rather than
         failing the webhook (its event is what must be stored)."""
-        now = self.now()
+        now = self.sender.now()
         rows = []
         for relay in self.relays.values():
             for event in stored:
