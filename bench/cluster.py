@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import json
 import os
@@ -74,18 +73,21 @@ from pathlib import Path
 from typing import Any
 
 # bench/ is this script's directory, so its sibling is importable: the
-# process, port and CPU helpers are the same as the fan-out bench's
+# process, port, CPU, posting and latency helpers are the fan-out bench's
 from fanout import (
     HOST,
+    Poster,
     _cpu_seconds,
     _die_with_parent,
     _free_ports,
+    _latencies,
     _machine_busy,
     _percentile,
     _raise_nofile,
-    _read_response,
     _spawn,
     _wait_ready,
+    event_body,
+    quit_processes,
 )
 
 CLI = Path(sys.executable).with_name("buildnotify-cli")
@@ -105,23 +107,6 @@ PROJECTS = {
     "replay": "bench/replay",
     "storm": "bench/storm",
 }
-
-
-def event_body(project: str, phase: int, seq: int) -> bytes:
-    """A generic-webhook event whose URL carries its send time (time_ns)."""
-    return json.dumps(
-        {
-            "project": project,
-            "pipeline": "ci",
-            "build_id": f"{phase}-{seq}",
-            "number": seq + 1,
-            "status": "failure" if seq % 2 == 0 else "success",
-            "branch": "main",
-            "sha": f"{seq:040x}",
-            "author": {"name": "Bench Mark", "email": "bench@example.invalid", "login": "bench"},
-            "url": f"https://bench.invalid/e/{phase}/{seq}/{time.time_ns()}/x",
-        }
-    ).encode()
 
 
 def _banana_int(digits: bytes) -> int:
@@ -194,10 +179,7 @@ def client_process(index: int) -> None:
     from twisted.protocols.basic import LineReceiver
     from twisted.spread import pb
 
-    try:  # the jelly security may move to buildnotify.protocol
-        from buildnotify.protocol import SECURITY  # type: ignore[import-not-found]
-    except ImportError:
-        from buildnotify.hub.wire import SECURITY
+    from buildnotify.protocol import SECURITY
 
     _raise_nofile()
     groups: dict[str, Group] = {}
@@ -399,7 +381,7 @@ def store_events(url: str, project: str, count: int) -> None:
             pending = []
             for seq in range(start, min(count, start + 500)):
                 hook = HookRequest(
-                    body=event_body(project, 0, seq), headers=headers, query={}, path="", received_at=utcnow()
+                    body=event_body(0, seq, project), headers=headers, query={}, path="", received_at=utcnow()
                 )
                 pending.append(store.record(generic.parse(hook, ProviderConfig())))
             await defer.gatherResults(pending, consumeErrors=True)
@@ -413,43 +395,11 @@ def store_events(url: str, project: str, count: int) -> None:
 # -- the load side (this process) -----------------------------------------------------
 
 
-class Poster:
+class NodeAPoster(Poster):
     """Keep-alive HTTP connections that POST bench events to node A."""
 
     def __init__(self, port: int, token: str, run: str) -> None:
-        self.port, self.token, self.run = port, token, run
-        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-        self.codes: dict[int, int] = {}
-        self.last_answer_ns = 0
-
-    async def open(self, connections: int) -> None:
-        for _ in range(connections):
-            self.idle.put_nowait(await asyncio.open_connection(HOST, self.port))
-
-    def close(self) -> None:
-        while not self.idle.empty():
-            self.idle.get_nowait()[1].close()
-
-    async def post(self, project: str, phase: int, seq: int) -> None:
-        reader, writer = await self.idle.get()
-        body = event_body(project, phase, seq)  # stamps the send time: build it last
-        writer.write(
-            (
-                f"POST /hooks/generic HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
-                f"Authorization: Bearer {self.token}\r\nIdempotency-Key: {self.run}-{phase}-{seq}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            ).encode()
-            + body
-        )
-        try:
-            status = await _read_response(reader)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            status = 0
-            writer.close()
-            reader, writer = await asyncio.open_connection(HOST, self.port)
-        self.last_answer_ns = time.time_ns()
-        self.codes[status] = self.codes.get(status, 0) + 1
-        self.idle.put_nowait((reader, writer))
+        super().__init__(port, "/hooks/generic", token, run)
 
     async def steady(self, project: str, phase: int, rate: float, seconds: float) -> int:
         """``rate`` events/s for ``seconds`` s, open loop; returns how many."""
@@ -459,7 +409,7 @@ class Poster:
         tasks = []
         for seq in range(events):
             await asyncio.sleep(max(0.0, start + seq / rate - loop.time()))
-            tasks.append(asyncio.ensure_future(self.post(project, phase, seq)))
+            tasks.append(asyncio.ensure_future(self.post(phase, seq, project)))
         await asyncio.gather(*tasks)
         return events
 
@@ -497,17 +447,7 @@ class Clients:
         return await self.ask([line] * len(self.procs), timeout)
 
     async def quit(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None and proc.stdin is not None:
-                with contextlib.suppress(OSError, ConnectionError):
-                    proc.stdin.write(b"quit\n")
-                    await proc.stdin.drain()
-        for proc in self.procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await quit_processes(self.procs)
 
 
 def _shares(total: int, parts: int) -> list[int]:
@@ -516,11 +456,7 @@ def _shares(total: int, parts: int) -> list[int]:
 
 def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One phase's figures over all client processes (latencies read and sorted)."""
-    values = array("d")
-    for r in reports:
-        path = Path(r["latencies"])
-        values.frombytes(path.read_bytes())
-        path.unlink()
+    latencies = _latencies(reports)
     merged: dict[str, Any] = {
         k: sum(r[k] for r in reports)
         for k in ("observers", "canaries", "complete", "connected", "lost", "duplicates", "stray")
@@ -533,7 +469,7 @@ def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     merged["resumed_ns"] = max(r["resumed_ns"] for r in reports)
     merged["errors"] = [e for r in reports for e in r["errors"]][:5]
     merged["retry_error"] = next((r["retry_error"] for r in reports if r["retry_error"]), "")
-    merged["latencies"] = sorted(values)
+    merged["latencies"] = latencies
     return merged
 
 
@@ -698,7 +634,9 @@ class Cluster:
         line = f"expect {','.join(names)} {timeout} {','.join(map(str, ids)) or '-'}"
         return _merge(await self.clients.all(line, timeout + 60))
 
-    def check(self, label: str, result: dict[str, Any], posted: int, poster: Poster, ids: list[int]) -> None:
+    def check(
+        self, label: str, result: dict[str, Any], posted: int, poster: NodeAPoster, ids: list[int]
+    ) -> None:
         if poster.bad():
             self.problems.append(f"{label}: non-2xx answers {poster.bad()}")
         if len(ids) != posted:
@@ -711,8 +649,8 @@ class Cluster:
         if result["errors"]:
             self.problems.append(f"{label}: {result['errors']}")
 
-    async def poster(self) -> Poster:
-        poster = Poster(self.nodes["A"][1], self.token, self.run)
+    async def poster(self) -> NodeAPoster:
+        poster = NodeAPoster(self.nodes["A"][1], self.token, self.run)
         await poster.open(self.args.post_connections)
         return poster
 
@@ -766,7 +704,7 @@ class Cluster:
         poster = await self.poster()
         before = self.usage()
         t0 = time.time_ns()
-        await asyncio.gather(*(poster.post(project, phase, seq) for seq in range(args.events)))
+        await asyncio.gather(*(poster.post(phase, seq, project) for seq in range(args.events)))
         ids = await self.ids(project, phase)
         result = await self.expect(names, ids, max(60.0, args.events * observers / 1000))
         cpu = self.since(before, self.usage())

@@ -116,12 +116,12 @@ class RemoteEvent(pb.RemoteCopy):
 pb.setUnjellyableForClass(CopyableEvent, RemoteEvent)
 
 
-def event_body(phase: int, seq: int) -> bytes:
+def event_body(phase: int, seq: int, project: str = PROJECT) -> bytes:
     """A generic-webhook event whose URL says which phase and event it is and
     when it was sent; statuses alternate so the hub computes real transitions."""
     return json.dumps(
         {
-            "project": PROJECT,
+            "project": project,
             "pipeline": "ci",
             "build_id": f"{phase}-{seq}",
             "number": seq + 1,
@@ -502,6 +502,7 @@ class Poster:
         self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
         self.codes: dict[int, int] = {}
         self.answers: list[float] = []  # seconds from POST to the server's answer
+        self.last_answer_ns = 0  # time.time_ns() of the latest answer
 
     async def open(self, connections: int) -> None:
         for _ in range(connections):
@@ -511,9 +512,9 @@ class Poster:
         while not self.idle.empty():
             self.idle.get_nowait()[1].close()
 
-    async def post(self, phase: int, seq: int) -> None:
+    async def post(self, phase: int, seq: int, project: str = PROJECT) -> None:
         reader, writer = await self.idle.get()
-        body = event_body(phase, seq)  # stamps the send time: build it last
+        body = event_body(phase, seq, project)  # stamps the send time: build it last
         sent = time.perf_counter()
         writer.write(http_request(self.path, body, self.token, f"{self.run}-{phase}-{seq}"))
         try:
@@ -523,6 +524,7 @@ class Poster:
             writer.close()
             reader, writer = await asyncio.open_connection(HOST, self.port)
         self.answers.append(time.perf_counter() - sent)
+        self.last_answer_ns = time.time_ns()
         self.codes[status] = self.codes.get(status, 0) + 1
         self.idle.put_nowait((reader, writer))
 
@@ -573,17 +575,22 @@ class Observers:
         return reports
 
     async def quit(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None and proc.stdin is not None:
-                with contextlib.suppress(OSError, ConnectionError):
-                    proc.stdin.write(b"quit\n")
-                    await proc.stdin.drain()
-        for proc in self.procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await quit_processes(self.procs)
+
+
+async def quit_processes(procs: list[asyncio.subprocess.Process]) -> None:
+    """Say ``quit`` to each client process; kill those not gone in 10 s."""
+    for proc in procs:
+        if proc.returncode is None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ConnectionError):
+                proc.stdin.write(b"quit\n")
+                await proc.stdin.drain()
+    for proc in procs:
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -136,7 +136,10 @@ def database_url(backend: str, workdir: Path) -> tuple[str, Any] | None:
 
 
 async def store_events(hub: Any, count: int) -> None:
-    from buildnotify.ingest.base import Delivery
+    try:
+        from buildnotify.delivery import Delivery
+    except ImportError:  # --source: a checkout from before Delivery moved out of ingest
+        from buildnotify.ingest.base import Delivery  # type: ignore[attr-defined,no-redef]
 
     deliveries = [
         Delivery(

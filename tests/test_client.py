@@ -184,6 +184,15 @@ class DeliveryTests(ClientTestCase):
         await delivered(client.perspective)  # an alert shown twice would be here by now
         self.assertEqual(len(recorder.alerts), 1)  # ... and the client shows it once
 
+    def test_a_catch_up_page_is_delivered_event_by_event_and_a_malformed_one_ignored(self) -> None:
+        recorder = Recorder()
+        client = WatchClient(recorder, projects=[WIDGET])  # never started: the pages come from here
+        client._received_page(json.dumps([{"id": 3}, {"id": 4}, {"id": 4}, "no event"]).encode())
+        self.assertEqual((recorder.ids, client.last_id, client.duplicates), ([3, 4], 4, 1))
+        for page in (b"[{", b"17", b'{"id": 5}', 17, None):  # not JSON, not a list, not text
+            client._received_page(page)
+        self.assertEqual(recorder.ids, [3, 4])
+
     async def test_a_wrong_token_stops_the_client_without_retrying(self) -> None:
         await self.start_hub()
         await add_developer(self.hub.hub.store, "alice")

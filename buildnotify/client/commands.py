@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from buildnotify.client.settings import add_connection_options
-from buildnotify.client.watch import COLOURS, RESET, transition_words
+from buildnotify.client.watch import COLOURS, RESET, transition_words, where
 
 # Only light imports at module level: the parser is built for every command.
 
@@ -334,10 +334,6 @@ async def _session(
 # -- formatting ----------------------------------------------------------------------------
 
 
-def _where(d: dict[str, Any]) -> str:
-    return f"{d.get('project')} {d.get('pipeline')}@{d.get('branch') or NO_BRANCH}"
-
-
 def _author(event: dict[str, Any]) -> str:
     author = event.get("author") or {}
     return author.get("login") or author.get("name") or author.get("email") or ""
@@ -466,7 +462,7 @@ async def _claim(ctx: Context) -> int:
             branch = mine[0].get("branch")  # not failing: the hub will say so
     claim = await ctx.call("claim", args.project, args.pipeline, branch, args.note)
     note = f': "{claim["note"]}"' if claim.get("note") else ""
-    ctx.print(f"you are on {_where(claim)}{note}")
+    ctx.print(f"you are on {where(claim)}{note}")
     return EXIT_OK
 
 
@@ -489,10 +485,10 @@ async def _unclaim(ctx: Context) -> int:
             )
         if claimed:
             branch = claimed[0].get("branch")
-    where = _where({"project": args.project, "pipeline": args.pipeline, "branch": branch})
+    place = where({"project": args.project, "pipeline": args.pipeline, "branch": branch})
     if not await ctx.call("unclaim", args.project, args.pipeline, branch):
-        raise Failed(EXIT_NO, f"you have no claim on {where}")
-    ctx.print(f"released your claim on {where}")
+        raise Failed(EXIT_NO, f"you have no claim on {place}")
+    ctx.print(f"released your claim on {place}")
     return EXIT_OK
 
 
@@ -502,7 +498,7 @@ def alert_line(alert: dict[str, Any]) -> tuple[str, ...]:
         str(alert.get("alert_id")),
         age(event),
         transition_words(event["transition"]) if event.get("transition") else "",
-        _where(event),
+        where(event),
         (event.get("sha") or "")[:8],
         event.get("url") or "",
     )

@@ -128,12 +128,14 @@ def _when(event: dict[str, Any]) -> str:
     return moment.strftime("%H:%M:%S")
 
 
-def _author(event: dict[str, Any]) -> str:
+def author(event: dict[str, Any]) -> str:
+    """Who made the build's commit: login, else name, else email, else ``?``."""
     author = event.get("author") or {}
     return author.get("login") or author.get("name") or author.get("email") or "?"
 
 
-def _where(d: dict[str, Any]) -> str:
+def where(d: dict[str, Any]) -> str:
+    """``acme/widget ci@main``: an event's or a claim's branch (``ci@-``: none)."""
     return f"{d.get('project')} {d.get('pipeline')}@{d.get('branch') or '-'}"
 
 
@@ -142,9 +144,9 @@ def format_event(event: dict[str, Any], colour: bool) -> str:
     parts = [
         _when(event),
         f"{status:<9}",
-        _where(event),
+        where(event),
         (event.get("sha") or "-")[:8],
-        _author(event),
+        author(event),
     ]
     if event.get("transition"):
         parts.append(f"[{transition_words(event['transition'])}]")
@@ -164,7 +166,7 @@ def format_alert(alert: dict[str, Any], colour: bool) -> str:
         transition, transition_words(transition).upper()
     )
     line = (
-        f"!! YOUR COMMIT {(event.get('sha') or '')[:8]} {verb} {_where(event)} "
+        f"!! YOUR COMMIT {(event.get('sha') or '')[:8]} {verb} {where(event)} "
         f"(build {event.get('build_number') or event.get('build_id')}) {event.get('url') or ''}"
     ).rstrip()
     if colour:
@@ -177,12 +179,12 @@ def format_claim(claim: dict[str, Any], colour: bool) -> str:
     state = claim.get("state")
     who = claim.get("developer")
     if state == "released":
-        text = f">> {who} released {_where(claim)}"
+        text = f">> {who} released {where(claim)}"
     elif state == "cleared":
-        text = f">> {_where(claim)} was fixed; {who}'s claim is cleared"
+        text = f">> {where(claim)} was fixed; {who}'s claim is cleared"
     else:
         note = f': "{claim["note"]}"' if claim.get("note") else ""
-        text = f">> {who} is on {_where(claim)}{note}"
+        text = f">> {who} is on {where(claim)}{note}"
     return f"{BOLD}\033[36m{text}{RESET}" if colour else text
 
 
@@ -301,7 +303,7 @@ class Terminal:
             if self.notify and event.get("transition") in ("failed", "fixed"):
                 self.notify(
                     f"{event.get('project')} {transition_words(event.get('transition'))}",
-                    f"{_where(event)} by {_author(event)}",
+                    f"{where(event)} by {author(event)}",
                     urgent=event.get("transition") == "failed",
                 )
         if awaited and self.finished is None:
@@ -324,7 +326,7 @@ class Terminal:
             event = alert.get("event") or {}
             self.notify(
                 f"Your commit: {transition_words(event.get('transition'))}",
-                _where(event),
+                where(event),
                 urgent=event.get("transition") != "fixed",
             )
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from buildnotify.client.commands import age
+from buildnotify.client.watch import author
 
 Key = tuple[str, str, "str | None"]  # (project, pipeline, branch)
 
@@ -41,16 +42,6 @@ def label(key: Key) -> str:
     """``acme/widget ci@main`` (``ci@-`` for a build without a branch)."""
     project, pipeline, branch = key
     return f"{project} {pipeline}@{branch or '-'}"
-
-
-def where(d: dict[str, Any]) -> str:
-    """The label of an event's or a claim's branch."""
-    return label((d.get("project"), d.get("pipeline"), d.get("branch")))  # type: ignore[arg-type]
-
-
-def author(event: dict[str, Any]) -> str:
-    a = event.get("author") or {}
-    return a.get("login") or a.get("name") or a.get("email") or "?"
 
 
 def build_label(event: dict[str, Any]) -> str:

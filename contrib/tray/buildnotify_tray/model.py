@@ -25,18 +25,17 @@ from typing import Any, Protocol
 
 from buildnotify.client import SIGNED_IN_ELSEWHERE, Ending, Outcome, Phase, State
 from buildnotify.client.commands import age
+from buildnotify.client.watch import author, where
 from buildnotify_tray.builds import (
     FAILING_STATES,
     SEVERITY,
     Build,
     BuildState,
     Key,
-    author,
     build_label,
     describe,
     key_of,
     label,
-    where,
 )
 from buildnotify_tray.notifications import Notification, without_duplicates
 
